@@ -1,0 +1,279 @@
+"""The alignment metrics of SGD noise with curvature, through n×n Gram matrices.
+
+Definitions (chapter 3; Wang & Wu, arXiv:2310.00692, for μ and g):
+
+* average alignment  μ(θ) = Tr(Σ₁ G) / (2L ‖G‖_F²);
+* directional alignment  g(θ; v) = vᵀΣ₁v / (2L · vᵀGv);
+* subspace alignment (this book's extension)  g(θ; V) = Tr(VᵀΣ₁V) / (2L · Tr(VᵀGV));
+* isotropic baseline at matched trace  μ_iso = Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²);
+* the indicator of Zhu et al. (2019)  Tr(Σ₁G) / (Tr G · Tr Σ₁ / p) = μ / μ_iso.
+
+Perfect alignment Σ₁ = 2L·G gives μ = g = 1.
+
+None of these needs a p×p matrix. With per-sample gradients g_i (rows of
+``grads``, n×p) and a Gauss–Newton factor A (G = AᵀA/n; A = J for the
+square loss),
+
+    Tr(Σ₁G) = ‖A Gradsᵀ‖_F² / n² − ‖A ḡ‖² / n,   ‖G‖_F² = ‖A Aᵀ‖_F² / n²,
+
+which for the square loss is science.md's
+μ = [n Σ_i e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²], K = JJᵀ. The cost is
+O(n² p) for the Gram products and O(n p k) for k directions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator
+
+from ._checks import as_tensor, check_int, check_loss_positive
+from .autodiff import ggn_factor, loss_value, per_sample_gradients, residuals
+from .curvature import gauss_newton_operator
+from .noise import noise_covariance_operator
+
+__all__ = [
+    "NoiseGeometry",
+    "average_alignment",
+    "directional_alignment",
+    "subspace_alignment",
+    "isotropic_alignment",
+]
+
+# Largest p for which mu(curvature=H) computes ‖H‖_F² exactly with p products.
+_EXACT_FROBENIUS_MAX_P = 4096
+
+
+class NoiseGeometry:
+    """SGD noise Σ₁ and curvature G at one point θ, held as n×p factors.
+
+    Parameters
+    ----------
+    grads : array, shape (n, p)
+        Per-sample loss gradients g_i (g_i = e_i ∇f_i for the square loss).
+    factor : array, shape (n·k, p)
+        A with G = AᵀA / n; J for the scalar square loss.
+    loss : float
+        L(θ) = (1/n) Σ ℓ_i > 0; the metrics normalise by 2L.
+
+    Notes
+    -----
+    Build it with :meth:`square_loss` from (J, e) or with :meth:`from_model`.
+    All metrics use n×n (or nk×nk) Gram matrices; see the module docstring.
+    Chapter 3 derives the identities; tests/test_alignment.py checks them
+    against dense p×p computations.
+    """
+
+    def __init__(self, grads, factor, loss: float):
+        self.grads = as_tensor(grads, "grads", ndim=2)
+        self.factor = as_tensor(factor, "factor", ndim=2)
+        n, p = self.grads.shape
+        if self.factor.shape[1] != p:
+            raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(self.factor.shape)}")
+        if self.factor.shape[0] % n:
+            raise ValueError(f"factor must have a multiple of n = {n} rows, got {self.factor.shape[0]}")
+        loss = float(loss)
+        check_loss_positive(loss)
+        self.n, self.p, self.loss = n, p, loss
+        self.gbar = self.grads.mean(0)
+        self._AG = None
+        self._K = None
+
+    # ----- constructors -------------------------------------------------
+    @classmethod
+    def square_loss(cls, J, e) -> "NoiseGeometry":
+        """From the Jacobian J (n×p) and residuals e (n,) of a scalar model."""
+        J = as_tensor(J, "J", ndim=2)
+        e = as_tensor(e, "e", ndim=1)
+        if e.shape[0] != J.shape[0]:
+            raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
+        return cls(e[:, None] * J, J, 0.5 * float((e * e).mean()))
+
+    @classmethod
+    def from_model(cls, model, theta, X, y, *, loss: str = "mse", chunk_size: int | None = None):
+        """Compute per-sample gradients and the (generalized) Gauss–Newton factor of a model."""
+        grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
+        A = ggn_factor(model, theta, X, y, loss=loss, chunk_size=chunk_size)
+        return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
+
+    # ----- Gram quantities ----------------------------------------------
+    @property
+    def AG(self) -> torch.Tensor:
+        """A Gradsᵀ, shape (nk, n)."""
+        if self._AG is None:
+            self._AG = self.factor @ self.grads.T
+        return self._AG
+
+    @property
+    def K(self) -> torch.Tensor:
+        """A Aᵀ, shape (nk, nk): the empirical NTK Gram JJᵀ for the square loss."""
+        if self._K is None:
+            self._K = self.factor @ self.factor.T
+        return self._K
+
+    def trace_sigma1(self) -> float:
+        """Tr Σ₁ = (1/n) Σ‖g_i‖² − ‖∇L‖²."""
+        return float((self.grads ** 2).sum() / self.n - self.gbar @ self.gbar)
+
+    def trace_G(self) -> float:
+        """Tr G = ‖A‖_F² / n."""
+        return float((self.factor ** 2).sum() / self.n)
+
+    def frobenius2_G(self) -> float:
+        """‖G‖_F² = ‖AAᵀ‖_F² / n²."""
+        return float((self.K ** 2).sum() / self.n ** 2)
+
+    def trace_sigma1_G(self) -> float:
+        """Tr(Σ₁ G) = ‖A Gradsᵀ‖_F²/n² − ‖Aḡ‖²/n."""
+        Agbar = self.AG.mean(1)
+        return float((self.AG ** 2).sum() / self.n ** 2 - Agbar @ Agbar / self.n)
+
+    # ----- metrics ------------------------------------------------------
+    def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None) -> float:
+        """Average alignment μ = Tr(Σ₁C) / (2L ‖C‖_F²) with C = G (default) or C = H.
+
+        Parameters
+        ----------
+        curvature : LinearOperator, optional
+            Use this symmetric operator (e.g. :func:`noisegeom.hessian_operator`)
+            instead of G. Tr(Σ₁H) costs n+1 products.
+        frobenius2 : float, optional
+            ‖C‖_F² when ``curvature`` is given. If omitted it is computed exactly
+            with p products, allowed for p ≤ 4096; pass a Hutchinson estimate
+            (:func:`noisegeom.hutchinson`) for larger p.
+        """
+        if curvature is None:
+            fro = self.frobenius2_G()
+            if fro == 0:
+                raise ValueError("G = 0 (all per-sample Jacobians vanish): μ is undefined")
+            return self.trace_sigma1_G() / (2 * self.loss * fro)
+        op = self._check_operator(curvature)
+        cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
+        HC = op @ cols
+        tr = float((cols[:, :-1] * HC[:, :-1]).sum() / self.n - cols[:, -1] @ HC[:, -1])
+        if frobenius2 is None:
+            if self.p > _EXACT_FROBENIUS_MAX_P:
+                raise ValueError(
+                    f"frobenius2 is required for p = {self.p} > {_EXACT_FROBENIUS_MAX_P}: "
+                    "pass an estimate, e.g. hutchinson(H, quantity='frobenius2')[0]")
+            eye = np.eye(self.p)
+            frobenius2 = float(sum(((op @ eye[:, j:j + 256]) ** 2).sum() for j in range(0, self.p, 256)))
+        if not frobenius2 > 0:
+            raise ValueError(f"frobenius2 must be > 0, got {frobenius2}")
+        return tr / (2 * self.loss * float(frobenius2))
+
+    def mu_isotropic(self) -> float:
+        """μ of isotropic noise with the same trace: Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²)."""
+        fro = self.frobenius2_G()
+        if fro == 0:
+            raise ValueError("G = 0: the isotropic baseline is undefined")
+        return self.trace_sigma1() * self.trace_G() / (self.p * 2 * self.loss * fro)
+
+    def zhu_indicator(self) -> float:
+        """Tr(Σ₁G) / (Tr G · Tr Σ₁ / p), the indicator of Zhu et al. (2019); equals μ/μ_iso."""
+        denom = self.trace_G() * self.trace_sigma1()
+        if denom == 0:
+            raise ValueError("Tr G · Tr Σ₁ = 0: the indicator is 0/0")
+        return self.p * self.trace_sigma1_G() / denom
+
+    def _check_operator(self, op) -> LinearOperator:
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"curvature must be a scipy LinearOperator, got {type(op).__name__}")
+        if op.shape != (self.p, self.p):
+            raise ValueError(f"curvature must have shape ({self.p}, {self.p}), got {op.shape}")
+        return op
+
+    def _directions(self, v, name: str) -> torch.Tensor:
+        V = as_tensor(v, name, ndim=(1, 2))
+        V = V[:, None] if V.ndim == 1 else V
+        if V.shape[0] != self.p:
+            raise ValueError(f"{name} must have p = {self.p} rows, got shape {tuple(V.shape)}")
+        norms = (V ** 2).sum(0)
+        if (norms == 0).any():
+            j = int(torch.nonzero(norms == 0)[0])
+            raise ValueError(f"{name} column {j} is the zero vector")
+        return V
+
+    def _quadratic_forms(self, V: torch.Tensor, curvature, name: str):
+        num = ((self.grads @ V) ** 2).sum(0) / self.n - (self.gbar @ V) ** 2
+        if curvature is None:
+            den = ((self.factor @ V) ** 2).sum(0) / self.n
+            scale = self.frobenius2_G() ** 0.5
+        else:
+            op = self._check_operator(curvature)
+            HV = torch.as_tensor(op @ V.numpy())
+            den = (V * HV).sum(0)
+            scale = float(torch.linalg.norm(HV, dim=0).max() / torch.linalg.norm(V, dim=0).max())
+        tiny = 1e-12 * scale * (V ** 2).sum(0)
+        bad = den <= tiny
+        if bad.any():
+            j = int(torch.nonzero(bad)[0])
+            which = "G" if curvature is None else "the curvature"
+            raise ValueError(
+                f"{name} column {j} has vᵀCv = {float(den[j]):.3g} ≤ 0 for C = {which}: "
+                "g is undefined along a flat (null) direction")
+        return num, den
+
+    def g(self, v, curvature: LinearOperator | None = None):
+        """Directional alignment g(θ; v) = vᵀΣ₁v / (2L · vᵀGv) for one or several directions.
+
+        Parameters
+        ----------
+        v : array, shape (p,) or (p, k)
+            A direction, or k directions as columns (need not be normalised).
+        curvature : LinearOperator, optional
+            Use vᵀHv instead of vᵀGv.
+
+        Returns
+        -------
+        float or numpy.ndarray of shape (k,)
+        """
+        single = as_tensor(v, "v", ndim=(1, 2)).ndim == 1
+        V = self._directions(v, "v")
+        num, den = self._quadratic_forms(V, curvature, "v")
+        out = (num / (2 * self.loss * den)).numpy()
+        return float(out[0]) if single else out
+
+    def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8) -> float:
+        """Subspace alignment g(θ; V) = Tr(VᵀΣ₁V) / (2L Tr(VᵀGV)), V with orthonormal columns.
+
+        This extension of the directional metric to a subspace is the book's own.
+        """
+        V = self._directions(V, "V")
+        gram = V.T @ V
+        if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype), atol=atol):
+            raise ValueError("V must have orthonormal columns (VᵀV = I); orthonormalise it, e.g. with QR")
+        num, den = self._quadratic_forms(V, curvature, "V")
+        return float(num.sum() / (2 * self.loss * den.sum()))
+
+    # ----- operators and dense matrices ---------------------------------
+    def sigma_operator(self, batch_size: int | None = None, *, replacement: bool = False) -> LinearOperator:
+        """Σ₁ (or Σ_B) as a matrix-free operator."""
+        return noise_covariance_operator(self.grads, batch_size=batch_size, replacement=replacement)
+
+    def G_operator(self) -> LinearOperator:
+        """G as a matrix-free operator."""
+        return gauss_newton_operator(self.factor, n=self.n)
+
+    def __repr__(self) -> str:
+        return f"NoiseGeometry(n={self.n}, p={self.p}, loss={self.loss:.4g})"
+
+
+def average_alignment(J, e) -> float:
+    """μ(θ) for the square loss from the Jacobian J (n×p) and residuals e (n,); see :class:`NoiseGeometry`."""
+    return NoiseGeometry.square_loss(J, e).mu()
+
+
+def directional_alignment(J, e, v):
+    """g(θ; v) for the square loss; v of shape (p,) or (p, k)."""
+    return NoiseGeometry.square_loss(J, e).g(v)
+
+
+def subspace_alignment(J, e, V) -> float:
+    """g(θ; V) for the square loss; V (p×k) with orthonormal columns (the book's extension)."""
+    return NoiseGeometry.square_loss(J, e).g_subspace(V)
+
+
+def isotropic_alignment(J, e) -> float:
+    """μ of isotropic noise at matched trace, for the square loss."""
+    return NoiseGeometry.square_loss(J, e).mu_isotropic()

@@ -1,0 +1,294 @@
+"""Models as functions of one flat parameter vector θ ∈ R^p.
+
+Curvature and noise are statements about vectors and matrices in parameter
+space, so every model in the book is seen as a map ``f(θ, X)`` with θ a single
+float64 vector. :class:`FlatModel` does this for any ``torch.nn.Module`` with
+``torch.func.functional_call``; the constructors below build the models the
+chapters use (linear, deep linear, diagonal ``u ⊙ v``, two-layer networks, an
+MLP and a small CNN for the digits data).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ._checks import DTYPE, as_tensor, check_int
+
+__all__ = [
+    "FlatModel",
+    "linear_model",
+    "deep_linear_model",
+    "diagonal_linear_model",
+    "two_layer_net",
+    "mlp",
+    "small_cnn",
+    "ACTIVATIONS",
+]
+
+
+class FlatModel:
+    """An ``nn.Module`` seen as a function of one flat parameter vector.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network. Its trainable parameters, in ``named_parameters`` order,
+        are concatenated into θ. Buffers (e.g. a fixed outer layer) are kept
+        fixed and are not part of θ.
+    squeeze : bool, default True
+        If the module returns shape ``(n, 1)``, return ``(n,)`` so that a
+        scalar model has residuals ``e_i = f(x_i; θ) − y_i`` of shape ``(n,)``.
+
+    Attributes
+    ----------
+    p : int
+        Number of parameters.
+    theta0 : torch.Tensor
+        The module's initial parameters as a flat float64 vector, shape ``(p,)``.
+
+    Examples
+    --------
+    >>> model = linear_model(3)
+    >>> X = torch.eye(3, dtype=torch.float64)
+    >>> model(torch.ones(3, dtype=torch.float64), X)
+    tensor([1., 1., 1.], dtype=torch.float64)
+    """
+
+    def __init__(self, module: nn.Module, *, squeeze: bool = True):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module.to(DTYPE)
+        named = [(k, v) for k, v in self.module.named_parameters() if v.requires_grad]
+        if not named:
+            raise ValueError("module has no trainable parameters")
+        self._names = [k for k, _ in named]
+        self._shapes = [tuple(v.shape) for _, v in named]
+        self._numels = [v.numel() for _, v in named]
+        self._buffers = {k: v for k, v in self.module.named_buffers()}
+        self.theta0 = torch.cat([v.detach().reshape(-1) for _, v in named]).clone()
+        self.p = int(self.theta0.numel())
+        self.squeeze = squeeze
+
+    def unflatten(self, theta: torch.Tensor) -> dict:
+        """Split θ into the module's named parameter tensors."""
+        chunks = torch.split(theta, self._numels)
+        return {k: c.view(s) for k, c, s in zip(self._names, chunks, self._shapes)}
+
+    def forward(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """Evaluate f(X; θ) without checks (used inside ``vmap``/``grad``)."""
+        out = functional_call(self.module, (self.unflatten(theta), self._buffers), (X,))
+        if self.squeeze and out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        return out
+
+    def __call__(self, theta, X) -> torch.Tensor:
+        theta = as_tensor(theta, "theta", ndim=1)
+        if theta.numel() != self.p:
+            raise ValueError(f"theta must have length p = {self.p}, got {theta.numel()}")
+        X = as_tensor(X, "X")
+        return self.forward(theta, X)
+
+    def __repr__(self) -> str:
+        return f"FlatModel(p={self.p}, module={self.module.__class__.__name__})"
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+class _Linear(nn.Module):
+    """f(x) = θᵀx."""
+
+    def __init__(self, d: int, init_scale: float, g: torch.Generator):
+        super().__init__()
+        self.theta = nn.Parameter(init_scale * torch.randn(d, generator=g, dtype=DTYPE))
+
+    def forward(self, X):
+        return X @ self.theta
+
+
+def linear_model(d: int, *, init_scale: float = 0.0, seed: int = 0) -> FlatModel:
+    """The linear model f(x; θ) = θᵀx with p = d (chapters 1 and 4).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    init_scale : float, default 0
+        θ0 has i.i.d. N(0, init_scale²) entries (zero by default).
+    seed : int
+        Seed for the initialisation.
+    """
+    d = check_int(d, "d", low=1)
+    return FlatModel(_Linear(d, init_scale, _generator(seed)))
+
+
+class _DeepLinear(nn.Module):
+    """f(x) = w_Lᵀ W_{L-1} ⋯ W_1 x, a linear predictor with a product reparameterisation."""
+
+    def __init__(self, d: int, depth: int, width: int, g: torch.Generator):
+        super().__init__()
+        dims = [d] + [width] * (depth - 1) + [1]
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.randn(dims[k + 1], dims[k], generator=g, dtype=DTYPE) / math.sqrt(dims[k]))
+             for k in range(depth)]
+        )
+
+    def forward(self, X):
+        h = X
+        for W in self.weights:
+            h = h @ W.T
+        return h
+
+
+def deep_linear_model(d: int, *, depth: int = 3, width: int | None = None, seed: int = 0) -> FlatModel:
+    """Deep linear network f(x) = ⟨F(θ), x⟩ with F(θ) = (W_L ⋯ W_1)ᵀ (chapter 4).
+
+    The predictor is linear in x but θ lives in a space of dimension
+    p = d·w + (depth−2)·w² + w, so the parameter count can grow while the
+    function class stays the same.
+    """
+    d = check_int(d, "d", low=1)
+    depth = check_int(depth, "depth", low=1)
+    width = d if width is None else check_int(width, "width", low=1)
+    return FlatModel(_DeepLinear(d, depth, width, _generator(seed)))
+
+
+class _Diagonal(nn.Module):
+    """f(x) = ⟨u ⊙ v, x⟩."""
+
+    def __init__(self, d: int, init_scale: float, g: torch.Generator):
+        super().__init__()
+        self.u = nn.Parameter(init_scale * (1 + 0.1 * torch.randn(d, generator=g, dtype=DTYPE)))
+        self.v = nn.Parameter(init_scale * (1 + 0.1 * torch.randn(d, generator=g, dtype=DTYPE)))
+
+    def forward(self, X):
+        return X @ (self.u * self.v)
+
+
+def diagonal_linear_model(d: int, *, init_scale: float = 1.0, seed: int = 0) -> FlatModel:
+    """Diagonal linear network f(x) = ⟨u ⊙ v, x⟩, p = 2d (chapter 4)."""
+    d = check_int(d, "d", low=1)
+    return FlatModel(_Diagonal(d, init_scale, _generator(seed)))
+
+
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "softplus": torch.nn.functional.softplus,
+    "sigmoid": torch.sigmoid,
+    "gelu": torch.nn.functional.gelu,
+    "linear": lambda z: z,
+}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class _TwoLayer(nn.Module):
+    """f(x) = Σ_k a_k σ(w_kᵀx)."""
+
+    def __init__(self, d, width, activation, train_outer, g):
+        super().__init__()
+        self.sigma = _activation(activation)
+        self.W = nn.Parameter(torch.randn(width, d, generator=g, dtype=DTYPE) / math.sqrt(d))
+        a = (2.0 * torch.randint(0, 2, (width,), generator=g).to(DTYPE) - 1.0) / math.sqrt(width)
+        if train_outer:
+            self.a = nn.Parameter(a)
+        else:
+            self.register_buffer("a", a)
+
+    def forward(self, X):
+        return self.sigma(X @ self.W.T) @ self.a
+
+
+def two_layer_net(d: int, width: int, *, activation: str = "tanh", train_outer: bool = False,
+                  seed: int = 0) -> FlatModel:
+    """Two-layer network f(x) = Σ_k a_k σ(w_kᵀx) (chapters 3, 5, 7, 8).
+
+    Inner weights w_k ~ N(0, I/d); outer weights a_k = ±1/√width, fixed by
+    default (``train_outer=False``, the setting of science.md result 4), so
+    ∇_{w_k} f = a_k σ'(w_kᵀx) x and p = width·d.
+
+    Parameters
+    ----------
+    d, width : int
+        Input dimension and number of hidden units.
+    activation : {'tanh', 'relu', 'softplus', 'sigmoid', 'gelu', 'linear'}
+    train_outer : bool
+        Also train a (then p = width·(d+1)).
+    seed : int
+    """
+    d = check_int(d, "d", low=1)
+    width = check_int(width, "width", low=1)
+    return FlatModel(_TwoLayer(d, width, activation, train_outer, _generator(seed)))
+
+
+class _MLP(nn.Module):
+    def __init__(self, sizes, activation, g):
+        super().__init__()
+        self.sigma = _activation(activation)
+        self.layers = nn.ModuleList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            lin = nn.Linear(a, b, dtype=DTYPE)
+            with torch.no_grad():
+                lin.weight.copy_(torch.randn(b, a, generator=g, dtype=DTYPE) * math.sqrt(2.0 / a)
+                                 if activation == "relu" else
+                                 torch.randn(b, a, generator=g, dtype=DTYPE) / math.sqrt(a))
+                lin.bias.zero_()
+            self.layers.append(lin)
+
+    def forward(self, X):
+        h = X.reshape(X.shape[0], -1)
+        for k, layer in enumerate(self.layers):
+            h = layer(h)
+            if k < len(self.layers) - 1:
+                h = self.sigma(h)
+        return h
+
+
+def mlp(sizes, *, activation: str = "tanh", seed: int = 0) -> FlatModel:
+    """Fully connected network with layer sizes ``sizes = [d, h1, ..., k]`` (chapter 9).
+
+    Inputs of any shape are flattened. With k > 1 outputs use
+    ``loss='cross_entropy'`` or multi-output square loss.
+    """
+    sizes = [check_int(s, "sizes[i]", low=1) for s in sizes]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least input and output sizes, got {sizes}")
+    return FlatModel(_MLP(sizes, activation, _generator(seed)))
+
+
+class _SmallCNN(nn.Module):
+    def __init__(self, channels, n_classes, seed):
+        super().__init__()
+        # nn.Conv2d draws from the global generator; fork it so the caller's stream is untouched
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            self._build(channels, n_classes)
+
+    def _build(self, channels, n_classes):
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1, dtype=DTYPE)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, dtype=DTYPE)
+        self.head = nn.Linear(channels * 4, n_classes, dtype=DTYPE)
+
+    def forward(self, X):
+        h = X.reshape(X.shape[0], 1, 8, 8)
+        h = torch.tanh(self.conv1(h))
+        h = torch.nn.functional.avg_pool2d(torch.tanh(self.conv2(h)), 2)  # 8x8 -> 4x4
+        h = h.mean(dim=(2,)).reshape(X.shape[0], -1)  # pool rows: C x 4
+        return self.head(h)
+
+
+def small_cnn(*, channels: int = 8, n_classes: int = 10, seed: int = 0) -> FlatModel:
+    """A two-convolution network for 8×8 digit images (chapter 9)."""
+    channels = check_int(channels, "channels", low=1)
+    n_classes = check_int(n_classes, "n_classes", low=1)
+    return FlatModel(_SmallCNN(channels, n_classes, seed))
