@@ -24,7 +24,9 @@ def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True) -> t
             t = t.to(dtype)
     else:
         try:
-            t = torch.as_tensor(np.asarray(x), dtype=dtype)
+            a = np.asarray(x)
+            # torch cannot wrap negative strides (e.g. eigh's w[::-1]): copy those
+            t = torch.as_tensor(a.copy() if any(st < 0 for st in a.strides) else a, dtype=dtype)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be array-like of numbers, got {type(x).__name__}") from exc
     if ndim is not None:

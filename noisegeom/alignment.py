@@ -28,7 +28,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from ._checks import as_tensor, check_int, check_loss_positive
-from .autodiff import ggn_factor, loss_value, per_sample_gradients, residuals
+from .autodiff import ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
 from .curvature import gauss_newton_operator
 from .noise import noise_covariance_operator
 
@@ -78,6 +78,8 @@ class NoiseGeometry:
         self.gbar = self.grads.mean(0)
         self._AG = None
         self._K = None
+        # residuals e when grads = diag(e) A (scalar square loss): then A Gradsᵀ = K diag(e)
+        self._e = None
 
     # ----- constructors -------------------------------------------------
     @classmethod
@@ -87,13 +89,24 @@ class NoiseGeometry:
         e = as_tensor(e, "e", ndim=1)
         if e.shape[0] != J.shape[0]:
             raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
-        return cls(e[:, None] * J, J, 0.5 * float((e * e).mean()))
+        geo = cls(e[:, None] * J, J, 0.5 * float((e * e).mean()))
+        geo._e = e
+        return geo
 
     @classmethod
     def from_model(cls, model, theta, X, y, *, loss: str = "mse", chunk_size: int | None = None):
-        """Compute per-sample gradients and the (generalized) Gauss–Newton factor of a model."""
+        """Compute per-sample gradients and the (generalized) Gauss–Newton factor of a model.
+
+        For a scalar model with the square loss one Jacobian pass gives both: g_i = e_i ∇f_i.
+        """
+        if loss == "mse":
+            J = jacobian(model, theta, X, chunk_size=chunk_size)
+            if J.ndim == 2:
+                return cls.square_loss(J, residuals(model, theta, X, y))
+            A = J.reshape(-1, J.shape[-1])          # k outputs: Λ_i = I, A stacks the rows of J_i
+        else:
+            A = ggn_factor(model, theta, X, y, loss=loss, chunk_size=chunk_size)
         grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
-        A = ggn_factor(model, theta, X, y, loss=loss, chunk_size=chunk_size)
         return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
 
     # ----- Gram quantities ----------------------------------------------
@@ -101,7 +114,8 @@ class NoiseGeometry:
     def AG(self) -> torch.Tensor:
         """A Gradsᵀ, shape (nk, n)."""
         if self._AG is None:
-            self._AG = self.factor @ self.grads.T
+            # square loss: A Gradsᵀ = J Jᵀ diag(e) = K diag(e), no second n×n×p product
+            self._AG = self.K * self._e[None, :] if self._e is not None else self.factor @ self.grads.T
         return self._AG
 
     @property

@@ -74,7 +74,8 @@ def _sample_loss(model: FlatModel, loss: str):
     else:
         def ell(theta, x, y):
             logits = model.forward(theta, x[None])[0]
-            return torch.logsumexp(logits, 0) - logits[y]
+            # gather, not logits[y]: indexing by a vmapped label is data-dependent and fails under vmap
+            return torch.logsumexp(logits, 0) - logits.gather(0, y.reshape(1))[0]
     return ell
 
 

@@ -86,11 +86,15 @@ class FlatModel:
         return out
 
     def __call__(self, theta, X) -> torch.Tensor:
-        theta = as_tensor(theta, "theta", ndim=1)
-        if theta.numel() != self.p:
-            raise ValueError(f"theta must have length p = {self.p}, got {theta.numel()}")
-        X = as_tensor(X, "X")
-        return self.forward(theta, X)
+        # Shape checks only, and no detach: the call must stay differentiable and
+        # usable inside torch.func transforms (no data-dependent checks there).
+        if not isinstance(theta, torch.Tensor):
+            theta = as_tensor(theta, "theta", ndim=1)
+        if theta.ndim != 1 or theta.numel() != self.p:
+            raise ValueError(f"theta must be a vector of length p = {self.p}, got shape {tuple(theta.shape)}")
+        if not isinstance(X, torch.Tensor):
+            X = as_tensor(X, "X")
+        return self.forward(theta, X.to(theta.dtype))
 
     def __repr__(self) -> str:
         return f"FlatModel(p={self.p}, module={self.module.__class__.__name__})"

@@ -139,7 +139,9 @@ def least_squares_second_moment_map(X, eta: float, batch_size: int | None = None
         # (1/n) Σ_i x_i (x_iᵀ W x_i) x_iᵀ
         quad = torch.einsum("id,...de,ie->...i", X, W, X)
         fourth = torch.einsum("id,...i,ie->...de", X, quad, X) / n
-        return W - eta * (HW + HW.transpose(-1, -2)) + eta ** 2 * (HWH + c * (fourth - HWH))
+        # W H, not (H W)ᵀ: the two agree only for symmetric W, and second_moment_spectral_radius
+        # applies the map to a basis of all d×d matrices (W ↦ E[(I − ηA) W (I − ηA)] for every W)
+        return W - eta * (HW + W @ H) + eta ** 2 * (HWH + c * (fourth - HWH))
 
     return apply
 

@@ -89,7 +89,8 @@ def explore(plot_fn, **controls) -> None:
 
     def on_change(_change):
         new, _ = render()
-        handle.update(new)
+        if handle is not None:  # outside a kernel display() prints and returns no handle
+            handle.update(new)
         plt.close(new)
 
     for w in made.values():

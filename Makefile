@@ -1,0 +1,101 @@
+# Noise Geometry: set-up, build and test. See README.md.
+#
+#   make book      set up .venv + web assets (only when needed), strict executed build -> _build/html
+#   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
+#   make student   student edition (solutions removed) -> _build/student/html
+#   make bench     benchmarks of the numerical core (scripts/bench.py)
+#   make lab       JupyterLab with jupytext + jupyterlab-myst: chapters open as notebooks
+#   make clean     remove build outputs (keeps .venv and node_modules; `make distclean` removes those too)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+WEB    := scripts/web
+
+# The environment is (re)installed only when requirements.txt or pyproject.toml
+# change: the stamp's name carries a hash of both files.
+ENV_HASH  := $(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
+WEB_STAMP := $(WEB)/node_modules/.noisegeom-stamp
+CHROMIUM  := /usr/bin/chromium
+
+.PHONY: help setup assets chromium book test student bench lab clean distclean
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+
+## set-up ---------------------------------------------------------------------
+
+setup: $(ENV_STAMP)
+
+$(ENV_STAMP):
+	@echo "==> setting up $(VENV) (requirements.txt + noisegeom)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -r requirements.txt
+	$(PIP) install --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.noisegeom-env-*
+	@touch $@
+
+# The ipywidgets embed manager, from npm, pinned by package-lock.json. Only the
+# files the site uses are copied into it (see _ext/offline_assets.py).
+assets: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@echo "==> installing web assets (npm ci in $(WEB))"
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+# Debian's Chromium for the browser test (never Playwright's own download).
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  echo "==> installing Debian's chromium with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-liberation fonts-dejavu-core; \
+	fi
+
+## build and test -------------------------------------------------------------
+
+book: setup assets
+	@scripts/build_book.sh book
+
+# Builds the book exactly once (strict, cached execution), then runs pytest on
+# tests/. A failed build does not stop the tests (so every failure is listed)
+# but always makes `make test` fail.
+test: setup assets chromium
+	@build_rc=0; test_rc=0; \
+	scripts/build_book.sh book || build_rc=$$?; \
+	echo "==> pytest tests/"; \
+	$(PY) -m pytest -ra tests || test_rc=$$?; \
+	echo; \
+	if [ $$build_rc -ne 0 ]; then \
+	  echo "make test: FAILED - the strict book build failed (exit $$build_rc): see the build summary and test_build_succeeded above, full log in _build/build.log"; fi; \
+	if [ $$test_rc -ne 0 ]; then \
+	  echo "make test: FAILED - pytest exit $$test_rc: the 'short test summary info' above names each failing test and why"; fi; \
+	if [ $$build_rc -ne 0 ] || [ $$test_rc -ne 0 ]; then exit 1; fi; \
+	echo "make test: all passed (screenshots in _build/screenshots/)"
+
+student: setup assets
+	@scripts/build_book.sh student
+
+bench: setup
+	$(PY) scripts/bench.py
+
+lab: setup
+	@echo "==> installing JupyterLab and jupyterlab-myst (the Binder pins)"
+	$(PIP) install --disable-pip-version-check -r .binder/requirements-lab.txt
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@cp .binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(VENV)/bin/jupyter lab chapters/
+
+clean:
+	rm -rf _build chapters/_build .pytest_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(WEB)/node_modules *.egg-info
