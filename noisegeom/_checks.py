@@ -34,7 +34,10 @@ def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True) -> t
         if t.ndim not in allowed:
             want = " or ".join(f"{k}-D" for k in allowed)
             raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
-    if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    # a finite sum proves every entry finite (nan and ±inf propagate) in one cheap pass;
+    # only when the sum is not finite (a bad entry, or overflow) look entry by entry
+    if (finite and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+            and not bool(torch.isfinite(t).all())):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
     return t
 

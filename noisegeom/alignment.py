@@ -16,7 +16,7 @@ square loss),
 
     Tr(Σ₁G) = ‖A Gradsᵀ‖_F² / n² − ‖A ḡ‖² / n,   ‖G‖_F² = ‖A Aᵀ‖_F² / n²,
 
-which for the square loss is science.md's
+which for the square loss is the book's (chapter 3)
 μ = [n Σ_i e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²], K = JJᵀ. The cost is
 O(n² p) for the Gram products and O(n p k) for k directions.
 """
@@ -44,6 +44,12 @@ __all__ = [
 _EXACT_FROBENIUS_MAX_P = 4096
 
 
+def _sum_squares(a: torch.Tensor) -> torch.Tensor:
+    """‖a‖_F² in one pass, without an n×p temporary."""
+    flat = a.reshape(-1)
+    return torch.dot(flat, flat)
+
+
 class NoiseGeometry:
     """SGD noise Σ₁ and curvature G at one point θ, held as n×p factors.
 
@@ -65,9 +71,14 @@ class NoiseGeometry:
     """
 
     def __init__(self, grads, factor, loss: float):
-        self.grads = as_tensor(grads, "grads", ndim=2)
-        self.factor = as_tensor(factor, "factor", ndim=2)
-        n, p = self.grads.shape
+        self._setup(as_tensor(grads, "grads", ndim=2), as_tensor(factor, "factor", ndim=2), loss)
+
+    def _setup(self, grads: torch.Tensor | None, factor: torch.Tensor, loss: float,
+               e: torch.Tensor | None = None):
+        # grads and factor are checked float64 tensors here (no second pass over n×p arrays).
+        # Square loss: grads = None and e given; grads = diag(e) J is formed only if asked for.
+        self._grads, self.factor = grads, factor
+        n, p = factor.shape if grads is None else grads.shape
         if self.factor.shape[1] != p:
             raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(self.factor.shape)}")
         if self.factor.shape[0] % n:
@@ -75,11 +86,11 @@ class NoiseGeometry:
         loss = float(loss)
         check_loss_positive(loss)
         self.n, self.p, self.loss = n, p, loss
-        self.gbar = self.grads.mean(0)
+        self.gbar = factor.T @ e / n if grads is None else grads.mean(0)
         self._AG = None
         self._K = None
         # residuals e when grads = diag(e) A (scalar square loss): then A Gradsᵀ = K diag(e)
-        self._e = None
+        self._e = e
 
     # ----- constructors -------------------------------------------------
     @classmethod
@@ -89,8 +100,8 @@ class NoiseGeometry:
         e = as_tensor(e, "e", ndim=1)
         if e.shape[0] != J.shape[0]:
             raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
-        geo = cls(e[:, None] * J, J, 0.5 * float((e * e).mean()))
-        geo._e = e
+        geo = cls.__new__(cls)
+        geo._setup(None, J, 0.5 * float((e * e).mean()), e)
         return geo
 
     @classmethod
@@ -111,6 +122,13 @@ class NoiseGeometry:
 
     # ----- Gram quantities ----------------------------------------------
     @property
+    def grads(self) -> torch.Tensor:
+        """Per-sample gradients as rows, shape (n, p) (for the square loss e_i ∇f_i, formed on first use)."""
+        if self._grads is None:
+            self._grads = self._e[:, None] * self.factor
+        return self._grads
+
+    @property
     def AG(self) -> torch.Tensor:
         """A Gradsᵀ, shape (nk, n)."""
         if self._AG is None:
@@ -120,18 +138,25 @@ class NoiseGeometry:
 
     @property
     def K(self) -> torch.Tensor:
-        """A Aᵀ, shape (nk, nk): the empirical NTK Gram JJᵀ for the square loss."""
+        """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
         if self._K is None:
             self._K = self.factor @ self.factor.T
         return self._K
 
     def trace_sigma1(self) -> float:
         """Tr Σ₁ = (1/n) Σ‖g_i‖² − ‖∇L‖²."""
-        return float((self.grads ** 2).sum() / self.n - self.gbar @ self.gbar)
+        if self._e is not None:                                     # ‖g_i‖² = e_i² ‖∇f_i‖² = e_i² K_ii
+            rows = (torch.diagonal(self._K) if self._K is not None
+                    else torch.linalg.vector_norm(self.factor, dim=1) ** 2)
+            sq = (self._e ** 2 * rows).sum()
+        else:
+            sq = _sum_squares(self.grads)
+        return float(sq / self.n - self.gbar @ self.gbar)
 
     def trace_G(self) -> float:
         """Tr G = ‖A‖_F² / n."""
-        return float((self.factor ** 2).sum() / self.n)
+        sq = torch.diagonal(self._K).sum() if self._K is not None else _sum_squares(self.factor)
+        return float(sq / self.n)
 
     def frobenius2_G(self) -> float:
         """‖G‖_F² = ‖AAᵀ‖_F² / n²."""
@@ -209,10 +234,14 @@ class NoiseGeometry:
         return V
 
     def _quadratic_forms(self, V: torch.Tensor, curvature, name: str):
-        num = ((self.grads @ V) ** 2).sum(0) / self.n - (self.gbar @ V) ** 2
+        # square loss: grads V = diag(e) (J V), one pass over the n×p arrays instead of two
+        AV = self.factor @ V if (curvature is None or self._e is not None) else None
+        GV = self._e[:, None] * AV if self._e is not None else self.grads @ V
+        num = (GV ** 2).sum(0) / self.n - (self.gbar @ V) ** 2
         if curvature is None:
-            den = ((self.factor @ V) ** 2).sum(0) / self.n
-            scale = self.frobenius2_G() ** 0.5
+            den = (AV ** 2).sum(0) / self.n
+            # Tr G ≥ ‖G‖₂ sets the scale of "vᵀGv = 0" without forming the n×n Gram
+            scale = self.trace_G()
         else:
             op = self._check_operator(curvature)
             HV = torch.as_tensor(op @ V.numpy())

@@ -1,11 +1,11 @@
 """Residuals, per-sample gradients and Jacobians through ``torch.func``.
 
-Notation (science.md): residual e_i = f(x_i; θ) − y_i, per-sample loss
+Notation (the book's, see the Toolbox appendix): residual e_i = f(x_i; θ) − y_i, per-sample loss
 ℓ_i = ½ e_i², J ∈ R^{n×p} with rows ∇f_i, per-sample gradient g_i = e_i ∇f_i.
 For multi-output models the square loss is ℓ_i = ½‖f(x_i) − y_i‖², and for
 classification ℓ_i is the cross-entropy of the logits; then g_i is the
 per-sample loss gradient and the curvature matrix is the generalized
-Gauss–Newton G = (1/n) Σ_i J_iᵀ Λ_i J_i, Λ_i = ∇²_f ℓ_i (see :func:`ggn_factor`).
+Gauss–Newton G = (1/n) Σ_i J_iᵀ Λ_i J_i, Λ_i = ∇²_f ℓ_i (see :func:`~noisegeom.ggn_factor`).
 
 Everything is computed with ``vmap`` over samples, in chunks so that memory
 stays bounded at about ``chunk_size × p`` numbers per intermediate.
@@ -59,10 +59,17 @@ def _check_inputs(model, theta, X, y=None, loss="mse"):
     return theta, X, y
 
 
-def _auto_chunk(p: int, k: int = 1, chunk_size=None) -> int:
+def _auto_chunk(p: int, k: int = 1, chunk_size=None, n: int | None = None):
+    """Samples per vmapped chunk; None (one unchunked vmap) when a single chunk holds all n samples.
+
+    torch's chunked vmap concatenates the chunk outputs even when there is only one chunk,
+    a full copy of an n×p result: skipping it makes per-sample gradients and J up to 2× faster.
+    """
     if chunk_size is not None:
-        return check_int(chunk_size, "chunk_size", low=1)
-    return max(1, _CHUNK_BUDGET // max(1, p * k))
+        chunk = check_int(chunk_size, "chunk_size", low=1)
+    else:
+        chunk = max(1, _CHUNK_BUDGET // max(1, p * k))
+    return None if n is not None and chunk >= n else chunk
 
 
 def _sample_loss(model: FlatModel, loss: str):
@@ -119,7 +126,7 @@ def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None) -> to
         return model.forward(th, x[None])[0]
 
     k = model.forward(theta, X[:1])[0].numel()
-    jac = vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size))
+    jac = vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size, X.shape[0]))
     return jac(theta, X)
 
 
@@ -127,11 +134,11 @@ def per_sample_gradients(model: FlatModel, theta, X, y, *, loss: str = "mse",
                          chunk_size: int | None = None) -> torch.Tensor:
     """Per-sample loss gradients g_i = ∇_θ ℓ_i, shape (n, p).
 
-    For the scalar square loss g_i = e_i ∇f_i (science.md).
+    For the scalar square loss g_i = e_i ∇f_i.
     """
     theta, X, y = _check_inputs(model, theta, X, y, loss)
     g = vmap(grad(_sample_loss(model, loss)), in_dims=(None, 0, 0),
-             chunk_size=_auto_chunk(model.p, 1, chunk_size))
+             chunk_size=_auto_chunk(model.p, 1, chunk_size, X.shape[0]))
     return g(theta, X, y)
 
 

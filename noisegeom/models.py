@@ -75,6 +75,8 @@ class FlatModel:
 
     def unflatten(self, theta: torch.Tensor) -> dict:
         """Split θ into the module's named parameter tensors."""
+        if len(self._names) == 1:  # a view, no split: its backward would copy every gradient
+            return {self._names[0]: theta.view(self._shapes[0])}
         chunks = torch.split(theta, self._numels)
         return {k: c.view(s) for k, c, s in zip(self._names, chunks, self._shapes)}
 
@@ -218,7 +220,7 @@ def two_layer_net(d: int, width: int, *, activation: str = "tanh", train_outer: 
     """Two-layer network f(x) = Σ_k a_k σ(w_kᵀx) (chapters 3, 5, 7, 8).
 
     Inner weights w_k ~ N(0, I/d); outer weights a_k = ±1/√width, fixed by
-    default (``train_outer=False``, the setting of science.md result 4), so
+    default (``train_outer=False``, the setting of chapter 5), so
     ∇_{w_k} f = a_k σ'(w_kᵀx) x and p = width·d.
 
     Parameters

@@ -1,0 +1,187 @@
+"""noisegeom.models and noisegeom.data: parameter counts, outputs against hand-written formulas,
+Jacobian structure, and the data generators against closed forms and Monte Carlo."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import noisegeom as ng
+from _fixtures import DT, cov_within, random_theta
+
+X5 = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=DT)
+
+
+def test_linear_model():
+    m = ng.linear_model(5)
+    assert m.p == 5 and torch.equal(m.theta0, torch.zeros(5, dtype=DT))
+    th = torch.randn(5, dtype=DT)
+    assert torch.allclose(m(th, X5), X5 @ th, rtol=1e-15, atol=0)
+    a, b = ng.linear_model(5, init_scale=1.0, seed=3), ng.linear_model(5, init_scale=2.0, seed=3)
+    assert torch.allclose(b.theta0, 2 * a.theta0) and a.theta0.abs().sum() > 0
+    assert not torch.equal(a.theta0, ng.linear_model(5, init_scale=1.0, seed=4).theta0)
+
+
+@pytest.mark.parametrize("depth,width", [(1, None), (2, 3), (3, 4), (4, 2)])
+def test_deep_linear_model_is_linear_in_x_with_product_predictor(depth, width):
+    m = ng.deep_linear_model(5, depth=depth, width=width, seed=1)
+    w = 5 if width is None else width
+    want_p = 5 if depth == 1 else 5 * w + (depth - 2) * w * w + w
+    assert m.p == want_p
+    th = random_theta(m, seed=2)
+    Ws = list(m.unflatten(th).values())
+    F = Ws[0].T
+    for W in Ws[1:]:
+        F = F @ W.T                                   # (W_L ⋯ W_1)ᵀ, shape (d, 1)
+    assert torch.allclose(m(th, X5), (X5 @ F)[:, 0], rtol=1e-13, atol=1e-14)
+    # the predictor is linear in x: f(2x − 3z) = 2 f(x) − 3 f(z)
+    x, z = X5[:3], X5[3:6]
+    assert torch.allclose(m(th, 2 * x - 3 * z), 2 * m(th, x) - 3 * m(th, z), rtol=1e-12, atol=1e-13)
+
+
+def test_diagonal_linear_model():
+    m = ng.diagonal_linear_model(5, init_scale=0.5, seed=2)
+    assert m.p == 10
+    th = random_theta(m, seed=1)
+    u, v = th[:5], th[5:]
+    assert torch.allclose(m(th, X5), X5 @ (u * v), rtol=1e-14, atol=0)
+    assert torch.allclose(m.theta0.abs().mean(), torch.tensor(0.5, dtype=DT), rtol=0.3)
+
+
+@pytest.mark.parametrize("activation", sorted(ng.ACTIVATIONS))
+def test_two_layer_net_formula_and_jacobian_rows(activation):
+    """f = Σ_k a_k σ(w_kᵀx) and ∇_{w_k} f = a_k σ'(w_kᵀx) x (science.md result 4)."""
+    d, width = 5, 6
+    m = ng.two_layer_net(d, width, activation=activation, seed=3)
+    assert m.p == width * d
+    a = m.module.a
+    assert torch.allclose(a.abs(), torch.full((width,), 1 / math.sqrt(width), dtype=DT))
+    th = random_theta(m, seed=4)
+    W = th.reshape(width, d)
+    sigma = ng.ACTIVATIONS[activation]
+    assert torch.allclose(m(th, X5), sigma(X5 @ W.T) @ a, rtol=1e-13, atol=1e-14)
+    if activation != "relu":                                  # σ' by autograd on the scalar activation
+        z = (X5 @ W.T).clone().requires_grad_(True)
+        dsig = torch.autograd.grad(sigma(z).sum(), z)[0]      # (n, width)
+        J = ng.jacobian(m, th, X5)
+        want = (a * dsig)[:, :, None] * X5[:, None, :]        # (n, width, d)
+        assert torch.allclose(J, want.reshape(7, -1), rtol=1e-12, atol=1e-14)
+    mt = ng.two_layer_net(d, width, activation=activation, train_outer=True, seed=3)
+    assert mt.p == width * (d + 1)
+
+
+def test_two_layer_net_initial_scale():
+    m = ng.two_layer_net(50, 400, seed=0)
+    W = m.theta0.reshape(400, 50)
+    # W entries ~ N(0, 1/d): the sample variance of 20000 entries is within 5 SE = 5·√(2/20000)/d
+    assert abs(float(W.var()) * 50 - 1) < 5 * math.sqrt(2 / 20000)
+
+
+def test_mlp_counts_flattening_and_output():
+    m = ng.mlp([6, 4, 3], activation="relu", seed=0)
+    assert m.p == 6 * 4 + 4 + 4 * 3 + 3
+    th = random_theta(m, seed=1)
+    Xi = torch.randn(5, 2, 3, dtype=DT)                        # images of any shape are flattened
+    P = m.unflatten(th)
+    h = torch.relu(Xi.reshape(5, 6) @ P["layers.0.weight"].T + P["layers.0.bias"])
+    want = h @ P["layers.1.weight"].T + P["layers.1.bias"]
+    assert torch.allclose(m(th, Xi), want, rtol=1e-13, atol=1e-14)
+    scalar = ng.mlp([6, 1])
+    assert scalar(scalar.theta0, Xi).shape == (5,)            # scalar models squeeze to (n,)
+
+
+def test_small_cnn_shapes_seed_and_global_rng_untouched():
+    state = torch.get_rng_state()
+    m = ng.small_cnn(channels=3, n_classes=4, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(m.theta0, ng.small_cnn(channels=3, n_classes=4, seed=5).theta0)
+    assert not torch.equal(m.theta0, ng.small_cnn(channels=3, n_classes=4, seed=6).theta0)
+    X = torch.randn(6, 64, dtype=DT)
+    out = m(m.theta0, X)
+    assert out.shape == (6, 4) and out.dtype == torch.float64
+    assert ng.per_sample_gradients(m, m.theta0, X, torch.arange(6) % 4, loss="cross_entropy").shape == (6, m.p)
+
+
+def test_flat_model_keeps_buffers_fixed_and_casts_to_float64():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3, dtype=torch.float32))
+            self.register_buffer("scale", torch.tensor(2.0))
+            self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
+
+        def forward(self, X):
+            return self.scale * (X @ (self.w + self.frozen))
+
+    m = ng.FlatModel(Net())
+    assert m.p == 3 and m.theta0.dtype == torch.float64
+    th = torch.tensor([1.0, 2.0, 3.0], dtype=DT)
+    x = torch.eye(3, dtype=DT)
+    assert torch.allclose(m(th, x), 2 * (th + 1))
+
+
+# ---------------------------------------------------------------- data
+
+def test_power_law_spectrum():
+    lam = ng.power_law_spectrum(10, 1.5)
+    assert lam.shape == (10,) and lam.sum() == pytest.approx(10.0, rel=1e-14)
+    k = np.arange(1, 11)
+    assert np.allclose(lam / lam[0], k ** -1.5, rtol=1e-14)
+    assert np.allclose(ng.power_law_spectrum(7, 0.0), 1.0)
+    low = ng.power_law_spectrum(10, 1.0, rank=3)
+    assert (low[3:] == 0).all() and low.sum() == pytest.approx(10.0)
+    assert np.allclose(low[:3] / low[0], [1, 1 / 2, 1 / 3])
+
+
+def test_effective_dimension_closed_forms():
+    assert ng.effective_dimension(np.ones(8)) == pytest.approx(8.0)
+    assert ng.effective_dimension(ng.power_law_spectrum(10, 0.0, rank=4)) == pytest.approx(4.0)
+    assert ng.effective_dimension([3.0, 0, 0]) == pytest.approx(1.0)
+    lam = np.array([4.0, 2.0, 1.0])
+    assert ng.effective_dimension(lam) == pytest.approx(49.0 / 21.0, rel=1e-14)
+    # decreasing in α at fixed d
+    d_effs = [ng.effective_dimension(ng.power_law_spectrum(50, a)) for a in (0.0, 0.5, 1.0, 2.0)]
+    assert all(x > y for x, y in zip(d_effs, d_effs[1:]))
+
+
+def test_gaussian_inputs_covariance_monte_carlo():
+    lam = np.array([3.0, 1.0, 0.25, 0.0])
+    X = ng.gaussian_inputs(20000, lam, seed=3)
+    assert X.shape == (20000, 4) and X.dtype == torch.float64
+    ok, z, _ = cov_within(X.numpy()[:, :3], np.zeros(3), np.diag(lam[:3]))
+    assert ok, z
+    assert (X[:, 3] == 0).all()
+    assert torch.equal(X, ng.gaussian_inputs(20000, lam, seed=3))
+
+
+def test_teacher_labels():
+    X = ng.gaussian_inputs(5000, np.ones(3), seed=1)
+    ts = torch.tensor([1.0, -2.0, 0.5], dtype=DT)
+    assert torch.equal(ng.teacher_labels(X, ts), X @ ts)
+    y = ng.teacher_labels(X, ts, noise_std=0.5, seed=2)
+    eps = (y - X @ ts).numpy()
+    # sample variance of 5000 N(0, 0.25) draws: SE = 0.25·√(2/5000)
+    assert abs(eps.var() - 0.25) < 5 * 0.25 * math.sqrt(2 / 5000)
+    assert torch.equal(y, ng.teacher_labels(X, ts, noise_std=0.5, seed=2))
+
+
+def test_load_digits():
+    data = ng.load_digits(seed=0)
+    Xtr, Xte, ytr, yte = data["X_train"], data["X_test"], data["y_train"], data["y_test"]
+    assert Xtr.shape[0] + Xte.shape[0] == 1797 and Xtr.shape[1] == Xte.shape[1] == 64
+    assert Xtr.dtype == torch.float64 and ytr.dtype == torch.int64
+    assert data["n_classes"] == 10
+    assert abs(Xte.shape[0] / 1797 - 0.25) < 0.01
+    # standardised by training statistics: mean 0 and std 1 (or 0 for constant pixels)
+    assert torch.allclose(Xtr.mean(0), torch.zeros(64, dtype=DT), atol=1e-12)
+    sd = Xtr.std(0, unbiased=False)
+    assert torch.all(((sd - 1).abs() < 1e-12) | (sd < 1e-12))
+    # stratified: class shares agree between train and test to within one sample per class
+    ftr = np.bincount(ytr.numpy(), minlength=10) / len(ytr)
+    fte = np.bincount(yte.numpy(), minlength=10) / len(yte)
+    assert np.abs(ftr - fte).max() < 1.5 / len(yte)
+    sub = ng.load_digits(classes=[3, 8], standardize=False, test_fraction=0.5)
+    assert sub["n_classes"] == 2 and set(sub["y_train"].tolist()) == {0, 1}
+    assert sub["X_train"].max() <= 16 and sub["X_train"].min() >= 0   # raw pixel intensities 0..16

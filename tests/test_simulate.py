@@ -1,0 +1,255 @@
+"""noisegeom.simulate: closed forms for GD, minibatch structure of SGD, records, divergence,
+the covariance of every injected-noise shape, and escape freezing."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import noisegeom as ng
+from _fixtures import DT, cov_within, dense_sigma1, loop_ggn, loop_per_sample_gradients, random_theta
+
+
+def _linear_problem(n, d, seed=0, interpolate=True):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=DT) * torch.linspace(1.0, 0.4, d, dtype=DT)
+    theta_star = torch.randn(d, generator=g, dtype=DT)
+    y = X @ theta_star if interpolate else X @ theta_star + 0.3 * torch.randn(n, generator=g, dtype=DT)
+    return ng.linear_model(d), X, y, theta_star
+
+
+@pytest.mark.parametrize("n,d,interpolate", [(12, 4, False), (4, 10, True)])
+def test_gd_on_least_squares_is_the_closed_form_iteration(n, d, interpolate):
+    """θ_t − θ* = (I − ηH)ᵗ (θ₀ − θ*) with Hθ* = Xᵀy/n (any interpolant when p > n)."""
+    model, X, y, theta_star = _linear_problem(n, d, interpolate=interpolate)
+    H = (X.T @ X / n).numpy()
+    if not interpolate:
+        theta_star = torch.as_tensor(np.linalg.solve(H, (X.T @ y / n).numpy()))
+    eta = 1.0 / np.linalg.eigvalsh(H).max()
+    theta0 = theta_star + 1.0
+    traj = ng.simulate(model, X, y, theta0, eta=eta, steps=25, record_theta=True, theta_ref=theta_star)
+    A = np.eye(d) - eta * H
+    w0 = (theta0 - theta_star).numpy()
+    for r, t in enumerate(traj.steps):
+        want = theta_star.numpy() + np.linalg.matrix_power(A, int(t)) @ w0
+        assert np.allclose(traj.theta[r, 0], want, rtol=1e-12, atol=1e-12)
+        e = X.numpy() @ want - y.numpy()
+        assert traj.loss[r, 0] == pytest.approx(0.5 * (e ** 2).mean(), rel=1e-10, abs=1e-15)
+        assert traj.distance[r, 0] == pytest.approx(np.linalg.norm(want - theta_star.numpy()), rel=1e-10, abs=1e-14)
+    assert np.array_equal(traj.steps, np.arange(26))
+    assert np.allclose(traj.final_theta[0], traj.theta[-1, 0], rtol=0, atol=0)
+    assert traj.message == "" and (traj.escaped_at == -1).all() and (traj.diverged_at == -1).all()
+
+
+def test_schedules_array_and_callable_match_manual_gd():
+    model, X, y, _ = _linear_problem(10, 3, seed=1, interpolate=False)
+    n = X.shape[0]
+    etas = 0.2 + 0.1 * np.sin(np.arange(12))
+    th = torch.zeros(3, dtype=DT)
+    for t in range(12):
+        th = th - etas[t] * (X.T @ (X @ th - y) / n)
+    a = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), eta=etas, steps=12)
+    b = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), eta=lambda t: etas[t], steps=12)
+    assert np.allclose(a.final_theta[0], th.numpy(), rtol=1e-12, atol=1e-14)
+    assert np.array_equal(a.final_theta, b.final_theta)
+
+
+def test_full_batch_sgd_without_replacement_is_gd_nonlinear_and_cross_entropy():
+    for loss in ("mse", "cross_entropy"):
+        g = torch.Generator().manual_seed(2)
+        X = torch.randn(7, 3, generator=g, dtype=DT)
+        if loss == "mse":
+            model = ng.two_layer_net(3, 5, train_outer=True, seed=1)
+            y = torch.randn(7, generator=g, dtype=DT)
+        else:
+            model = ng.mlp([3, 4, 3], seed=1)
+            y = torch.randint(0, 3, (7,), generator=g)
+        th0 = random_theta(model, seed=3)
+        gd = ng.simulate(model, X, y, th0, eta=0.3, steps=15, loss=loss, record_theta=True)
+        sgd = ng.simulate(model, X, y, th0, eta=0.3, steps=15, loss=loss, batch_size=7, n_seeds=3,
+                          record_theta=True, seed=5)
+        assert np.allclose(sgd.theta, np.broadcast_to(gd.theta, sgd.theta.shape), rtol=1e-11, atol=1e-13)
+        # one GD step is θ − η ∇L with ∇L = mean of the loop's per-sample gradients
+        grad = loop_per_sample_gradients(model, th0, X, y, loss).mean(0)
+        assert np.allclose(gd.theta[1, 0], (th0 - 0.3 * grad).numpy(), rtol=1e-12, atol=1e-14)
+        assert gd.loss[-1, 0] < gd.loss[0, 0]
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_every_sgd_step_is_a_real_minibatch_gradient(replacement):
+    """Each seed's update equals −η × the mean gradient of SOME batch of B samples, and only
+    batches allowed by the sampling scheme occur (repeated indices only with replacement)."""
+    model, X, y, _ = _linear_problem(6, 3, seed=3, interpolate=False)
+    n, B, eta = 6, 2, 0.1
+    traj = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), eta=eta, steps=6, batch_size=B,
+                       replacement=replacement, n_seeds=12, seed=4, record_theta=True)
+    seen_repeat = False
+    for t in range(6):
+        for s in range(12):
+            th = torch.as_tensor(traj.theta[t, s])
+            G = loop_per_sample_gradients(model, th, X, y).numpy()
+            step = traj.theta[t + 1, s] - traj.theta[t, s]
+            batches = list(itertools.combinations_with_replacement(range(n), B))
+            dist = [np.abs(step + eta * G[list(b)].mean(0)).max() for b in batches]
+            j = int(np.argmin(dist))
+            assert dist[j] < 1e-13
+            seen_repeat |= len(set(batches[j])) < B
+    assert seen_repeat == replacement   # P(no repeat in 72 draws with replacement) = (5/6)^72 ≈ 2e-6
+
+
+def test_seeds_reproducible_and_independent():
+    model, X, y, _ = _linear_problem(8, 3, seed=5)
+    kw = dict(eta=0.2, steps=10, batch_size=2, n_seeds=4)
+    a = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), seed=1, **kw)
+    b = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), seed=1, **kw)
+    c = ng.simulate(model, X, y, torch.zeros(3, dtype=DT), seed=2, **kw)
+    assert np.array_equal(a.final_theta, b.final_theta)
+    assert not np.allclose(a.final_theta, c.final_theta)
+    assert len({tuple(r) for r in a.final_theta.round(12)}) == 4       # seeds differ from each other
+    # theta0 of shape (n_seeds, p): one start per seed
+    starts = torch.arange(12, dtype=DT).reshape(4, 3) / 10
+    gd = ng.simulate(model, X, y, starts, eta=0.2, steps=3, n_seeds=4, record_theta=True)
+    assert np.allclose(gd.theta[0], starts.numpy())
+
+
+def test_records_energy_on_directions_plus_complement_is_squared_distance():
+    model, X, y, theta_star = _linear_problem(9, 5, seed=6)
+    H = (X.T @ X / 9).numpy()
+    _, U = np.linalg.eigh(H)
+    top = U[:, ::-1][:, :2]
+    traj = ng.simulate(model, X, y, theta_star + 0.5, eta=0.3, steps=20, batch_size=3, n_seeds=5,
+                       record_every=4, record_theta=True, theta_ref=theta_star, directions=top)
+    assert np.array_equal(traj.steps, [0, 4, 8, 12, 16, 20])
+    assert traj.energy.shape == (6, 5, 2) and traj.distance.shape == (6, 5)
+    diff = traj.theta - theta_star.numpy()
+    comp = diff - (diff @ top) @ top.T
+    total = traj.energy.sum(-1) + (comp ** 2).sum(-1)
+    assert np.allclose(total, traj.distance ** 2, rtol=1e-12)
+    assert np.allclose(traj.energy, (diff @ top) ** 2, rtol=1e-12)
+    # with a full orthonormal basis the energies add up to the squared distance
+    full = ng.simulate(model, X, y, theta_star + 0.5, eta=0.3, steps=5, batch_size=3, n_seeds=2,
+                       theta_ref=theta_star, directions=U)
+    assert np.allclose(full.energy.sum(-1), full.distance ** 2, rtol=1e-12)
+    assert np.allclose(full.energy_fraction().sum(-1), 1.0, rtol=1e-12)
+    # the recorded loss is the full-data loss at the recorded iterate
+    for r in (0, 3):
+        for s in (0, 4):
+            th = torch.as_tensor(traj.theta[r, s])
+            assert traj.loss[r, s] == pytest.approx(ng.loss_value(model, th, X, y), rel=1e-12, abs=1e-15)
+    # record_every that does not divide steps still records the last step
+    odd = ng.simulate(model, X, y, theta_star, eta=0.3, steps=10, record_every=4)
+    assert np.array_equal(odd.steps, [0, 4, 8, 10])
+
+
+def _divergent():
+    model, X, y, theta_star = _linear_problem(8, 3, seed=7)
+    lam_max = np.linalg.eigvalsh((X.T @ X / 8).numpy()).max()
+    return model, X, y, theta_star, 10.0 / lam_max   # |1 − ηλ_max| = 9: overflow within ~330 steps
+
+
+def test_divergent_run_warns_and_keeps_records():
+    model, X, y, theta_star, eta = _divergent()
+    with pytest.warns(RuntimeWarning, match=r"diverged \(non-finite iterate or loss\)"):
+        traj = ng.simulate(model, X, y, theta_star + 0.1, eta=eta, steps=2000, n_seeds=2, record_every=10,
+                           theta_ref=theta_star, record_theta=True)
+    assert (traj.diverged_at > 0).all()
+    assert "stopped at step" in traj.message and "diverged" in traj.message
+    assert traj.steps[-1] < 2000 and len(traj.steps) == traj.loss.shape[0] == traj.distance.shape[0]
+    assert np.isfinite(traj.theta).all() and np.isfinite(traj.final_theta).all()
+    finite_loss = traj.loss[np.isfinite(traj.loss)]
+    assert finite_loss.max() > 1e100                     # it really blew up before being frozen
+    assert np.all(np.diff(traj.distance[:, 0]) >= 0)     # recorded distances grow up to the freeze
+
+
+def test_divergent_run_raise_and_ignore():
+    model, X, y, theta_star, eta = _divergent()
+    with pytest.raises(ng.DivergenceError, match="diverged") as info:
+        ng.simulate(model, X, y, theta_star + 0.1, eta=eta, steps=2000, on_divergence="raise")
+    traj = info.value.trajectory
+    assert isinstance(traj, ng.Trajectory) and traj.diverged_at[0] > 0 and len(traj.steps) > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = ng.simulate(model, X, y, theta_star + 0.1, eta=eta, steps=2000, on_divergence="ignore")
+    assert quiet.diverged_at[0] > 0
+
+
+def test_escape_loss_freezes_each_seed_at_its_escape_step():
+    """GD from θ* + a_s u₁ with |1 − ηλ₁| > 1: L_t = ½λ₁ a_s² (1 − ηλ₁)^{2t}, so the escape step is known."""
+    model, X, y, theta_star = _linear_problem(8, 3, seed=8)
+    H = (X.T @ X / 8).numpy()
+    lam, U = np.linalg.eigh(H)
+    lam1, u1 = lam[-1], U[:, -1]
+    eta = 2.2 / lam1
+    a = np.array([1e-1, 1e-2, 1e-3, 1e-9])
+    starts = torch.as_tensor(theta_star.numpy() + a[:, None] * u1)
+    thr = 0.5
+    traj = ng.simulate(model, X, y, starts, eta=eta, steps=40, n_seeds=4, escape_loss=thr, record_theta=True)
+    r = abs(1 - eta * lam1)
+    L = lambda t: 0.5 * lam1 * a ** 2 * r ** (2 * t)
+    want = np.array([next((t for t in range(1, 41) if L(t)[s] > thr), -1) for s in range(4)])
+    assert np.array_equal(traj.escaped_at, want)
+    assert want[-1] == -1 and (want[:3] > 0).all()
+    for s in range(3):
+        k = int(np.searchsorted(traj.steps, want[s]))
+        # frozen from the escape step on: the same loss and iterate in every later record
+        assert np.all(traj.loss[k:, s] == traj.loss[k, s]) and traj.loss[k, s] > thr
+        assert np.all(traj.theta[k:, s] == traj.theta[k, s])
+        assert traj.loss[k - 1, s] <= thr
+    assert traj.loss[-1, 3] < thr and traj.steps[-1] == 40      # the last seed kept running
+    assert "3 of 4 runs escaped" in traj.message
+
+
+# ------------------------------------------------------------ injected-noise covariances
+
+def _noise_setup():
+    g = torch.Generator().manual_seed(9)
+    n, d = 8, 3
+    X = torch.randn(n, d, generator=g, dtype=DT)
+    y = torch.randn(n, generator=g, dtype=DT)
+    model = ng.two_layer_net(d, 2, activation="tanh", seed=2)    # p = 6, outer layer fixed
+    theta = random_theta(model, seed=4, scale=0.8)
+    return model, X, y, theta
+
+
+def _one_step_noise(model, X, y, theta, eta, **kw):
+    """ξ = −(θ₁ − θ₀)/η − ∇L(θ₀) over many seeds: the noise of one step."""
+    traj = ng.simulate(model, X, y, theta, eta=eta, steps=1, record_theta=True, **kw)
+    grad = loop_per_sample_gradients(model, theta, X, y).mean(0).numpy()
+    return -(traj.theta[1] - traj.theta[0]) / eta - grad
+
+
+@pytest.mark.parametrize("shape", ["sgd_covariance", "isotropic", "diagonal", "gauss_newton", "top_eigenvector",
+                                   "minibatch", "minibatch_with_replacement"])
+def test_injected_noise_has_its_intended_covariance_at_matched_trace(shape):
+    """Empirical covariance over 20000 seeds of one step, within 5 SE entrywise (_fixtures.cov_within).
+
+    Intended covariances, from loop gradients and the loop GGN (independent of the simulator):
+    Σ_B; (Tr Σ_B / p) I; diag Σ_B; Tr Σ_B · G / Tr G; Tr Σ_B · u₁u₁ᵀ (u₁ top eigenvector of G);
+    and real minibatches (noise=None), whose covariance is Σ_B for either scheme.
+    """
+    model, X, y, theta = _noise_setup()
+    n, p, B, eta, S = X.shape[0], model.p, 3, 0.05, 20000
+    replacement = shape == "minibatch_with_replacement"
+    c = ng.batch_noise_factor(n, B, replacement=replacement)
+    SB = c * dense_sigma1(loop_per_sample_gradients(model, theta, X, y))
+    G = loop_ggn(model, theta, X, y).numpy()
+    w, U = np.linalg.eigh(G)
+    u1 = U[:, -1]
+    target = {
+        "sgd_covariance": SB, "minibatch": SB, "minibatch_with_replacement": SB,
+        "isotropic": np.trace(SB) / p * np.eye(p),
+        "diagonal": np.diag(np.diag(SB)),
+        "gauss_newton": np.trace(SB) * G / np.trace(G),
+        "top_eigenvector": np.trace(SB) * np.outer(u1, u1),
+    }[shape]
+    noise = None if shape.startswith("minibatch") else shape
+    xi = _one_step_noise(model, X, y, theta, eta, batch_size=B, replacement=replacement, noise=noise,
+                         n_seeds=S, seed=10)
+    ok, z, C = cov_within(xi, np.zeros(p), target)
+    assert ok, f"{shape}: max deviation {z:.1f} SE"
+    assert np.abs(xi.mean(0)).max() <= 5 * (xi.std(0).max() / np.sqrt(S))   # zero mean
+    # power: Σ_B itself is rejected for the shapes that are not Σ_B
+    if shape in ("isotropic", "diagonal", "top_eigenvector"):
+        assert not cov_within(xi, np.zeros(p), SB)[0]
