@@ -9,6 +9,10 @@ stability maps, and GD/SGD simulators vectorised over seeds.
 Notation follows the book (and ``shared/science.md``): residual
 e_i = f(x_i; θ) − y_i, loss L = (1/2n) Σ e_i², J ∈ R^{n×p}, G = JᵀJ/n,
 Σ₁ = (1/n) Σ g_i g_iᵀ − ∇L∇Lᵀ, Σ_B = c(n, B) Σ₁. Everything is float64.
+
+The core functions are re-exported here; the numerics specific to one chapter
+sit in submodules (``ng.minibatch_noise``, ``ng.alignment_runs``,
+``ng.linear_theory``, ``ng.escape``).
 """
 
 from .alignment import (NoiseGeometry, average_alignment, directional_alignment,
@@ -27,6 +31,10 @@ from .stability import (aligned_second_moment_map, frobenius_threshold, gd_stabl
                         least_squares_second_moment_map, nonuniformity, perron, perron_vector_formula,
                         second_moment_spectral_radius)
 from . import plotting, widgets
+# The numerics of single chapters live in their own modules, kept out of the flat
+# namespace so that the core API stays small: ng.minibatch_noise (chapter 2),
+# ng.alignment_runs (chapter 3), ng.linear_theory (chapter 4), ng.escape (chapters 7-8).
+from . import alignment_runs, escape, linear_theory, minibatch_noise
 
 __version__ = "0.1.0"
 
@@ -51,6 +59,6 @@ __all__ = [
     "least_squares_second_moment_map", "second_moment_spectral_radius", "nonuniformity",
     # simulation
     "simulate", "Trajectory", "DivergenceError", "NOISE_SHAPES",
-    # helpers
-    "plotting", "widgets",
+    # helpers and chapter modules
+    "plotting", "widgets", "minibatch_noise", "alignment_runs", "linear_theory", "escape",
 ]

@@ -94,14 +94,43 @@ def perron(M) -> tuple[float, np.ndarray]:
     return float(w[j].real), u / u.sum()
 
 
-def perron_vector_formula(lams, eta: float, batch_size: int, rho: float) -> np.ndarray:
-    """u_k ∝ λ_k / (ρ − (1 − ηλ_k)²), normalised to sum 1 (chapter 7)."""
+def perron_vector_formula(lams, eta: float, batch_size: int, rho: float, *,
+                          mu: float | None = None) -> np.ndarray:
+    """u_k ∝ λ_k / (ρ − (1 − ηλ_k)²), normalised to sum 1 (chapter 7).
+
+    This is the Perron vector of :func:`aligned_second_moment_map` when ρ is the
+    noise-driven root, i.e. solves the secular equation
+    (μη²/B) Σ_k λ_k² / (ρ − (1 − ηλ_k)²) = 1. When some λ_k = 0 and that root is
+    below 1, the Perron root is 1 with the flat direction as its vector, and the
+    formula does not apply. Pass ``mu`` to have the secular equation checked.
+
+    Parameters
+    ----------
+    lams : array, shape (p,)
+        Eigenvalues λ_k ≥ 0 of H.
+    eta : float
+    batch_size : int
+    rho : float
+        The Perron root, e.g. from :func:`perron`.
+    mu : float, optional
+        Alignment strength of the map; if given, raise unless ρ solves the
+        secular equation to relative accuracy 1e-6.
+    """
     lam = _eigs(lams)
     eta = check_positive(eta, "eta")
+    B = check_int(batch_size, "batch_size", low=1)
     gap = float(rho) - (1 - eta * lam) ** 2
     if (gap[lam > 0] <= 0).any():
         raise ValueError("rho must exceed (1 − ηλ_k)² for every λ_k > 0 (is it the Perron root?)")
-    u = np.where(lam > 0, lam / np.where(gap == 0, 1, gap), 0.0)
+    curved = lam > 0
+    if mu is not None:
+        mu = check_positive(mu, "mu")
+        secular = mu * eta ** 2 / B * float((lam[curved] ** 2 / gap[curved]).sum())
+        if abs(secular - 1.0) > 1e-6:
+            raise ValueError(
+                f"rho = {float(rho):.6g} does not solve the secular equation (left side {secular:.6g} ≠ 1): "
+                "it is not the noise-driven Perron root, so the formula is not an eigenvector")
+    u = np.where(curved, lam / np.where(gap == 0, 1, gap), 0.0)
     return u / u.sum()
 
 

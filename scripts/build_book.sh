@@ -53,6 +53,12 @@ EOF
     ;;
 esac
 
+# The chapters work with small tensors, where BLAS and torch threads cost more in
+# synchronisation than they gain (and oversubscribe a shared machine): execute
+# them single-threaded unless the caller says otherwise.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+       OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+
 mkdir -p "$out"
 rm -f "$out/build.rc"
 start=$(date +%s)

@@ -275,3 +275,21 @@ def test_nonuniformity_against_dense_loop():
     same = torch.as_tensor(np.tile(Xn[:1], (5, 1)))
     # (a square root of a rounding-level eigenvalue: zero to about √ε ≈ 1e-8 relative)
     assert ng.nonuniformity(same) <= 1e-7 * float((same ** 2).sum(1).max())
+
+
+def test_perron_vector_formula_checks_the_secular_equation():
+    # With a flat direction and weak noise the Perron root is 1 (the flat direction's
+    # diagonal entry), not the noise-driven root: the formula must refuse it when mu is given.
+    lam = np.array([1.0, 0.5, 0.0])
+    eta, B, mu = 0.1, 4, 1.0
+    M = ng.aligned_second_moment_map(lam, eta, B, mu)
+    rho, u = ng.perron(M)
+    assert rho == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="secular equation"):
+        ng.perron_vector_formula(lam, eta, B, rho, mu=mu)
+    # where the noise-driven root is the Perron root the check passes and the formula is the vector
+    lam = np.array([3.0, 2.0, 1.0])
+    eta, B = 0.5, 1
+    M = ng.aligned_second_moment_map(lam, eta, B, mu)
+    rho, u = ng.perron(M)
+    assert np.allclose(ng.perron_vector_formula(lam, eta, B, rho, mu=mu), u, atol=1e-10)
