@@ -2,7 +2,7 @@
 
 Chapter 7 compares how GD and SGD leave a minimum that is too sharp for their
 learning rate; chapter 8 uses the same mechanism with cyclical schedules.
-The core maps live in :mod:`noisegeom.stability`; this module adds what the
+The core maps live in ``noisegeom.stability``; this module adds what the
 two chapters compute on top of them:
 
 * closed forms for the one-dimensional two-parabola example
@@ -92,7 +92,7 @@ def two_parabola_rates(curvatures, eta: float) -> dict:
     Returns
     -------
     dict
-        ``gd_factor`` |1 − ηā|; ``second_moment_factor`` m₂; ``lyapunov`` γ
+        ``gd_factor`` abs(1 − ηā); ``second_moment_factor`` m₂; ``lyapunov`` γ
         (−inf if some 1 − η a_i = 0); ``eta_gd`` = 2/ā, the GD threshold;
         ``eta_second_moment`` = 2ā / mean(a²), the η above which E w² grows.
     """
@@ -868,7 +868,7 @@ def cyclical_schedule(kind: str, steps: int, eta_min: float, eta_max: float, per
     With phase φ_t = (t mod P)/P ∈ [0, 1):
 
     * ``'constant'``: η_t = η_max;
-    * ``'triangular'`` (Smith 2017): η_t = η_min + (η_max − η_min)(1 − |2φ_t − 1|),
+    * ``'triangular'`` (Smith 2017): η_t = η_min + (η_max − η_min)(1 − abs(2φ_t − 1)),
       from η_min up to η_max at mid-cycle and back;
     * ``'cosine'`` (cosine with warm restarts): η_t = η_min + ½(η_max − η_min)(1 + cos πφ_t),
       a jump to η_max at every restart and a slow decay to η_min.
