@@ -12,7 +12,8 @@ e_i = f(x_i; θ) − y_i, loss L = (1/2n) Σ e_i², J ∈ R^{n×p}, G = JᵀJ/n,
 
 The core functions are re-exported here; the numerics specific to one chapter
 sit in submodules (``ng.minibatch_noise``, ``ng.alignment_runs``,
-``ng.linear_theory``, ``ng.escape``).
+``ng.linear_theory``, ``ng.two_layer_theory``, ``ng.directional``,
+``ng.escape``).
 """
 
 from .alignment import (NoiseGeometry, average_alignment, directional_alignment,
@@ -33,8 +34,9 @@ from .stability import (aligned_second_moment_map, frobenius_threshold, gd_stabl
 from . import plotting, widgets
 # The numerics of single chapters live in their own modules, kept out of the flat
 # namespace so that the core API stays small: ng.minibatch_noise (chapter 2),
-# ng.alignment_runs (chapter 3), ng.linear_theory (chapter 4), ng.escape (chapters 7-8).
-from . import alignment_runs, escape, linear_theory, minibatch_noise
+# ng.alignment_runs (chapter 3), ng.linear_theory (chapter 4), ng.two_layer_theory (chapter 5),
+# ng.directional (chapter 6), ng.escape (chapters 7-8).
+from . import alignment_runs, directional, escape, linear_theory, minibatch_noise, two_layer_theory
 
 __version__ = "0.1.0"
 
@@ -60,5 +62,6 @@ __all__ = [
     # simulation
     "simulate", "Trajectory", "DivergenceError", "NOISE_SHAPES",
     # helpers and chapter modules
-    "plotting", "widgets", "minibatch_noise", "alignment_runs", "linear_theory", "escape",
+    "plotting", "widgets", "minibatch_noise", "alignment_runs", "linear_theory", "two_layer_theory",
+    "directional", "escape",
 ]

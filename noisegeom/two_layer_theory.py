@@ -13,7 +13,7 @@ and, with ω = min_i c_i / max_i c_i, the sandwich bounds, for every residual e 
     q₀ = n min_i (K₀)_ii² / ‖K₀‖_F²,  s₀ = λ_max(K₀) / min_i (K₀)_ii,
     Q₀ = max_i (K₀²)_ii / min_i (K₀)_ii²,
 
-which depend on the network only through ω. If β₁ ≤ |σ'| ≤ β₂ on the data and
+which depend on the network only through ω. If β₁ ≤ abs(σ') ≤ β₂ on the data and
 Σ_k a_k² = 1, then ω ≥ (β₁/β₂)²: a bound free of the width m. At a Gaussian
 initialisation the c_i concentrate (Hoeffding), and for ReLU c_i → 1/2 for every sample.
 """
@@ -178,7 +178,7 @@ def gram_mu(K, e) -> torch.Tensor:
 def sandwich_bounds(K0, *, c=None, omega=None) -> dict:
     """The sandwich bounds of chapter 5 on μ of a two-layer network, from the input Gram K₀.
 
-    With ω = min_i c_i / max_i c_i (or ω given, e.g. (β₁/β₂)² for β₁ ≤ |σ'| ≤ β₂),
+    With ω = min_i c_i / max_i c_i (or ω given, e.g. (β₁/β₂)² for β₁ ≤ abs(σ') ≤ β₂),
 
         lower = max(0, ω² q₀ − s₀²/(ω² n)),   upper = Q₀/ω²,
 
@@ -242,7 +242,7 @@ def sandwich_bounds(K0, *, c=None, omega=None) -> dict:
 def init_concentration(n, m, failure_prob: float = 0.1):
     """ε = √(ln(2n/γ)/(2m)) of chapter 5's initialisation proposition (Hoeffding).
 
-    With w_k i.i.d. N(0, I/d), a_k² = 1/m and |σ'| ≤ β₂, with probability at least
+    With w_k i.i.d. N(0, I/d), a_k² = 1/m and abs(σ') ≤ β₂, with probability at least
     1 − γ every c_i lies within β₂² ε of its mean E σ'(w_1ᵀx_i)². Vectorised over n, m.
     """
     n = np.asarray(n, dtype=float)
