@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
 from ._checks import as_tensor, check_int, check_loss_positive
@@ -42,6 +43,17 @@ __all__ = [
 
 # Largest p for which mu(curvature=H) computes ‖H‖_F² exactly with p products.
 _EXACT_FROBENIUS_MAX_P = 4096
+
+
+def _gram(a: torch.Tensor) -> torch.Tensor:
+    """A Aᵀ (m×m) of a float64 m×p tensor, exactly symmetric.
+
+    BLAS syrk computes one triangle of A Aᵀ, m²p flops instead of the 2m²p of a general
+    product: it runs on the zero-copy Fortran view Aᵀ (p×m) of a row-major A, with
+    trans=1 giving (Aᵀ)ᵀAᵀ = AAᵀ in the upper triangle, which is then mirrored.
+    """
+    up = dsyrk(1.0, np.asfortranarray(a.numpy().T), trans=1)
+    return torch.from_numpy(up + np.triu(up, 1).T)
 
 
 def _sum_squares(a: torch.Tensor) -> torch.Tensor:
@@ -140,7 +152,7 @@ class NoiseGeometry:
     def K(self) -> torch.Tensor:
         """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
         if self._K is None:
-            self._K = self.factor @ self.factor.T
+            self._K = _gram(self.factor)
         return self._K
 
     def trace_sigma1(self) -> float:
@@ -254,7 +266,7 @@ class NoiseGeometry:
             which = "G" if curvature is None else "the curvature"
             raise ValueError(
                 f"{name} column {j} has vᵀCv = {float(den[j]):.3g} ≤ 0 for C = {which}: "
-                "g is undefined along a flat (null) direction")
+                "g is undefined along a direction of zero or negative curvature")
         return num, den
 
     def g(self, v, curvature: LinearOperator | None = None):
