@@ -168,6 +168,43 @@ def alignment_at(model: FlatModel, theta, X, y, *, k: int = 10, with_hessian: bo
     return out
 
 
+def run_to_checkpoints(model: FlatModel, X, y, theta0, *, eta: float, record_at, measure,
+                       batch_size: int | None = None, replacement: bool = False, seed: int = 0):
+    """Run GD or SGD with :func:`noisegeom.simulate` and call ``measure(θ_t)`` at chosen steps.
+
+    The run is simulated in segments between consecutive steps of ``record_at``
+    (non-negative, strictly increasing; 0 is the start); segment j uses seed
+    ``seed + j``. A diverging run raises :class:`noisegeom.DivergenceError`.
+    Chapters 3 and 6 record their measurements through it.
+
+    Returns
+    -------
+    (steps, rows)
+        The steps as an integer array and the list of ``measure`` results.
+    """
+    eta = check_positive(eta, "eta")
+    steps = np.asarray(record_at)
+    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(f"record_at must be a non-empty 1-D sequence of integers, got {record_at!r}")
+    if steps[0] < 0 or (np.diff(steps) <= 0).any():
+        raise ValueError("record_at must be non-negative and strictly increasing")
+    if not isinstance(model, FlatModel):
+        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
+    theta = as_tensor(theta0, "theta0", ndim=1)
+    if theta.numel() != model.p:
+        raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
+    rows, t = [], 0
+    for j, target in enumerate(steps.tolist()):
+        if target > t:
+            traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
+                            replacement=replacement, seed=seed + j, record_every=target - t,
+                            on_divergence="raise")
+            theta = torch.as_tensor(traj.final_theta[0])
+            t = target
+        rows.append(measure(theta))
+    return steps.copy(), rows
+
+
 def alignment_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, batch_size: int | None = None,
                         replacement: bool = False, k: int = 10, with_hessian: bool = False,
                         seed: int = 0) -> AlignmentRecord:
@@ -200,31 +237,15 @@ def alignment_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at
     -------
     AlignmentRecord
     """
-    eta = check_positive(eta, "eta")
-    steps = np.asarray(record_at)
-    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-        raise ValueError(f"record_at must be a non-empty 1-D sequence of integers, got {record_at!r}")
-    if steps[0] < 0 or (np.diff(steps) <= 0).any():
-        raise ValueError("record_at must be non-negative and strictly increasing")
-    if not isinstance(model, FlatModel):
-        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    theta = as_tensor(theta0, "theta0", ndim=1)
-    if theta.numel() != model.p:
-        raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
-    rows, t = [], 0
-    for j, target in enumerate(steps.tolist()):
-        if target > t:
-            traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
-                            replacement=replacement, seed=seed + j, record_every=target - t,
-                            on_divergence="raise")
-            theta = torch.as_tensor(traj.final_theta[0])
-            t = target
-        rows.append(alignment_at(model, theta, X, y, k=k, with_hessian=with_hessian, seed=seed))
+    steps, rows = run_to_checkpoints(
+        model, X, y, theta0, eta=eta, record_at=record_at, batch_size=batch_size, replacement=replacement,
+        seed=seed, measure=lambda theta: alignment_at(model, theta, X, y, k=k, with_hessian=with_hessian,
+                                                      seed=seed))
     stacked = {}
     for name in _FIELDS:
         vals = [r.get(name) for r in rows]
         stacked[name] = None if vals[0] is None else np.stack([np.asarray(v) for v in vals])
-    return AlignmentRecord(steps=steps.copy(), p=model.p, **stacked)
+    return AlignmentRecord(steps=steps, p=model.p, **stacked)
 
 
 def dense_alignment(J, e, *, max_p: int = 8192) -> dict:

@@ -28,7 +28,7 @@ from .alignment import NoiseGeometry
 from .autodiff import residuals
 from .curvature import _to_operator, hessian_operator, top_eigenpairs
 from .models import FlatModel
-from .simulate import simulate
+from .alignment_runs import run_to_checkpoints
 
 __all__ = [
     "LanczosResult",
@@ -318,24 +318,9 @@ def directional_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_
     """
     if not isinstance(model, FlatModel):
         raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    eta = check_positive(eta, "eta")
     k = check_int(k, "k", low=1, high=model.p)
     n_random = check_int(n_random, "n_random", low=1)
-    steps = np.asarray(record_at)
-    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-        raise ValueError(f"record_at must be a non-empty 1-D sequence of integers, got {record_at!r}")
-    if steps[0] < 0 or (np.diff(steps) <= 0).any():
-        raise ValueError("record_at must be non-negative and strictly increasing")
-    theta = as_tensor(theta0, "theta0", ndim=1)
-    if theta.numel() != model.p:
-        raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
-    rows, t = [], 0
-    for j, target in enumerate(steps.tolist()):
-        if target > t:
-            traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
-                            seed=seed + j, record_every=target - t, on_divergence="raise")
-            theta = torch.as_tensor(traj.final_theta[0])
-            t = target
-        rows.append(_measure(model, theta, X, y, k, n_random, seed))
+    steps, rows = run_to_checkpoints(model, X, y, theta0, eta=eta, record_at=record_at, batch_size=batch_size,
+                                     seed=seed, measure=lambda theta: _measure(model, theta, X, y, k, n_random, seed))
     out = {name: np.stack([np.asarray(r[name]) for r in rows]) for name in rows[0]}
-    return DirectionalRecord(steps=steps.copy(), p=model.p, **out)
+    return DirectionalRecord(steps=steps, p=model.p, **out)
