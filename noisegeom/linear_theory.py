@@ -74,13 +74,18 @@ _RANK_RTOL = 1e-10
 
 # --------------------------------------------------------------------------- helpers
 
+def _spectrum(lam: np.ndarray, name: str) -> np.ndarray:
+    """A 1-D spectrum (the diagonal of a covariance) must be non-negative."""
+    if (lam < 0).any():
+        raise ValueError(f"{name} (a spectrum) must be non-negative")
+    return lam
+
+
 def _covariance(S, name: str = "S") -> np.ndarray:
     """S as a dense symmetric PSD matrix; a 1-D array is read as the diagonal (a spectrum)."""
     A = as_tensor(S, name, ndim=(1, 2)).numpy()
     if A.ndim == 1:
-        if (A < 0).any():
-            raise ValueError(f"{name} (a spectrum) must be non-negative")
-        A = np.diag(A)
+        A = np.diag(_spectrum(A, name))
     else:
         if A.shape[0] != A.shape[1]:
             raise ValueError(f"{name} must be square, got shape {A.shape}")
@@ -112,9 +117,7 @@ def _eigenvalues(S, name: str = "S") -> np.ndarray:
     """Ascending eigenvalues of S (clipped at 0); a 1-D spectrum is used as is, without a d×d matrix."""
     A = as_tensor(S, name, ndim=(1, 2)).numpy()
     if A.ndim == 1:
-        if (A < 0).any():
-            raise ValueError(f"{name} (a spectrum) must be non-negative")
-        lam = np.sort(A)
+        lam = np.sort(_spectrum(A, name))
     else:
         lam = np.linalg.eigvalsh(_covariance(A, name))
     lam = np.clip(lam, 0.0, None)

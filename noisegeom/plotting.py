@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import matplotlib as mpl
-import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["use_book_style", "band", "contour_loss", "COLORS"]
@@ -49,8 +48,3 @@ def contour_loss(ax, loss_fn, xlim, ylim, *, levels: int = 15, resolution: int =
     if log:
         Z = np.log10(Z + 1e-12 * max(Z.max(), 1e-300))
     return ax.contour(XX, YY, Z, levels=levels, cmap="Greys", linewidths=0.8, alpha=0.8)
-
-
-def close(fig) -> None:
-    """Close a figure so that the inline backend does not show it twice."""
-    plt.close(fig)

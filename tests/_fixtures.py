@@ -11,6 +11,7 @@ p×p matrices are assembled with numpy.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import torch
@@ -185,3 +186,26 @@ def models_for_tests():
 def random_theta(model, seed=0, scale=0.5):
     g = torch.Generator().manual_seed(seed)
     return model.theta0 + scale * torch.randn(model.p, generator=g, dtype=DT)
+
+
+def enumerated_second_moment_map(X, eta, batch_size, replacement, W):
+    """E[(I − ηH_b) W (I − ηH_b)] averaged over every minibatch b, H_b = (1/B) Σ_{i∈b} x_i x_iᵀ.
+
+    All B-subsets (without replacement), all n^B ordered tuples (with), or the full
+    batch (``batch_size=None``, GD): the exact one-step second-moment map of SGD on
+    least squares at interpolation, by brute force.
+    """
+    X = np.asarray(X, dtype=float)
+    W = np.asarray(W, dtype=float)
+    n, d = X.shape
+    if batch_size is None:
+        batches = [tuple(range(n))]
+    elif replacement:
+        batches = list(itertools.product(range(n), repeat=batch_size))
+    else:
+        batches = list(itertools.combinations(range(n), batch_size))
+    out = np.zeros((d, d))
+    for b in batches:
+        P = np.eye(d) - eta * X[list(b)].T @ X[list(b)] / len(b)
+        out += P @ W @ P
+    return out / len(batches)

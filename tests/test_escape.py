@@ -6,7 +6,6 @@ noisegeom.simulate run side by side, or Monte Carlo with a tolerance derived
 from the sample size.
 """
 
-import itertools
 import warnings
 
 import numpy as np
@@ -20,6 +19,7 @@ from noisegeom.escape import (BASIN_NOISES, DoubleBasin, LeastSquaresProblem, al
                               least_squares_mu_h, prescribed_least_squares, second_moment_operator,
                               sharpness_summary, stability_diagram, two_layer_run,
                               two_parabola_rates)
+from _fixtures import enumerated_second_moment_map
 
 DT = torch.float64
 
@@ -27,22 +27,6 @@ DT = torch.float64
 def _X(n=5, d=3, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)) * np.linspace(1.2, 0.6, d)
-
-
-def _enumerate_map(X, eta, B, replacement, W):
-    """E[(I − ηH_b) W (I − ηH_b)] over every minibatch (all subsets / all ordered tuples; B=None: GD)."""
-    n, d = X.shape
-    if B is None:
-        batches = [tuple(range(n))]
-    elif replacement:
-        batches = list(itertools.product(range(n), repeat=B))
-    else:
-        batches = list(itertools.combinations(range(n), B))
-    out = np.zeros((d, d))
-    for b in batches:
-        P = np.eye(d) - eta * X[list(b)].T @ X[list(b)] / len(b)
-        out += P @ W @ P
-    return out / len(batches)
 
 
 def _psd(d, seed):
@@ -128,7 +112,7 @@ def test_second_moment_operator_equals_enumeration_full_rank(B, replacement):
     W = _psd(3, 2)
     op = second_moment_operator(X, 0.45, B, replacement=replacement)
     got = op.U @ op.apply(op.U.T @ W @ op.U) @ op.U.T
-    exact = _enumerate_map(X, 0.45, B, replacement, W)
+    exact = enumerated_second_moment_map(X, 0.45, B, replacement, W)
     assert np.abs(got - exact).max() <= 1e-13 * np.abs(exact).max()
 
 
@@ -139,7 +123,7 @@ def test_second_moment_operator_on_the_range_when_p_exceeds_n():
     assert op.lams.size == 4
     Wr = _psd(4, 5)
     W = op.U @ Wr @ op.U.T
-    exact = op.U.T @ _enumerate_map(X, 0.3, 2, False, W) @ op.U
+    exact = op.U.T @ enumerated_second_moment_map(X, 0.3, 2, False, W) @ op.U
     assert np.abs(op.apply(Wr) - exact).max() <= 1e-13 * np.abs(exact).max()
     # and the core map (noisegeom.stability) agrees on symmetric matrices
     core = ng.least_squares_second_moment_map(torch.tensor(X), 0.3, 2)(torch.tensor(W)).numpy()

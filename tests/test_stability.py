@@ -1,13 +1,12 @@
 """noisegeom.stability: second-moment maps against exact enumeration, Monte Carlo and long SGD runs."""
 
-import itertools
 
 import numpy as np
 import pytest
 import torch
 
 import noisegeom as ng
-from _fixtures import DT, cov_within
+from _fixtures import DT, cov_within, enumerated_second_moment_map
 
 
 def _data(n=6, d=3, seed=0):
@@ -34,19 +33,7 @@ def test_least_squares_map_equals_enumeration_over_every_batch(B, replacement):
     n, d = X.shape
     eta = 0.4
     W = _sym(d, 2)
-    Xn = X.numpy()
-    if B is None:
-        batches = [tuple(range(n))]
-    elif replacement:
-        batches = list(itertools.product(range(n), repeat=B))
-    else:
-        batches = list(itertools.combinations(range(n), B))
-    exact = np.zeros((d, d))
-    for b in batches:
-        Hb = Xn[list(b)].T @ Xn[list(b)] / len(b)
-        M = np.eye(d) - eta * Hb
-        exact += M @ W.numpy() @ M
-    exact /= len(batches)
+    exact = enumerated_second_moment_map(X.numpy(), eta, B, replacement, W.numpy())
     apply = ng.least_squares_second_moment_map(X, eta, B, replacement=replacement)
     got = apply(W).numpy()
     assert np.abs(got - exact).max() <= 1e-13 * np.abs(exact).max()

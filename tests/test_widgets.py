@@ -124,5 +124,5 @@ def test_plotting_helpers():
     assert np.isclose(verts[:, 1].min(), 0.1) and np.isclose(verts[:, 1].max(), 4.9)   # 10–90% band
     cs = ng.plotting.contour_loss(ax, lambda T: (T ** 2).sum(1) + 1.0, (-1, 1), (-1, 1), resolution=30)
     assert len(cs.levels) > 3
-    ng.plotting.close(fig)
+    plt.close(fig)
     assert fig.number not in plt.get_fignums()
