@@ -29,8 +29,9 @@ from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
 from ._checks import as_tensor, check_int, check_loss_positive
-from .autodiff import ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
+from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
 from .curvature import gauss_newton_operator
+from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .noise import noise_covariance_operator
 
 __all__ = [
@@ -54,6 +55,17 @@ def _gram(a: torch.Tensor) -> torch.Tensor:
     """
     up = dsyrk(1.0, np.asfortranarray(a.numpy().T), trans=1)
     return torch.from_numpy(up + np.triu(up, 1).T)
+
+
+def _column_sums_of_squares(K: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """Σ_i K_ij² for every column j, a block of rows at a time in one reused buffer (an n×n
+    temporary would cost more in fresh memory than in arithmetic)."""
+    out = torch.zeros(K.shape[1], dtype=K.dtype)
+    buf = torch.empty(min(rows, K.shape[0]), K.shape[1], dtype=K.dtype)
+    for lo in range(0, K.shape[0], rows):
+        blk = K[lo:lo + rows]
+        out += torch.mul(blk, blk, out=buf[:blk.shape[0]]).sum(0)
+    return out
 
 
 def _sum_squares(a: torch.Tensor) -> torch.Tensor:
@@ -85,30 +97,38 @@ class NoiseGeometry:
     def __init__(self, grads, factor, loss: float):
         self._setup(as_tensor(grads, "grads", ndim=2), as_tensor(factor, "factor", ndim=2), loss)
 
-    def _setup(self, grads: torch.Tensor | None, factor: torch.Tensor, loss: float,
+    def _setup(self, grads: torch.Tensor | None, factor, loss: float,
                e: torch.Tensor | None = None):
-        # grads and factor are checked float64 tensors here (no second pass over n×p arrays).
+        # grads and factor are checked float64 tensors here (no second pass over n×p arrays),
+        # or factor is a FactoredJacobian (scalar square loss, J never written out).
         # Square loss: grads = None and e given; grads = diag(e) J is formed only if asked for.
-        self._grads, self.factor = grads, factor
+        self._grads = grads
+        self._factored = factor if isinstance(factor, FactoredJacobian) else None
+        self._factor = None if self._factored is not None else factor
         n, p = factor.shape if grads is None else grads.shape
-        if self.factor.shape[1] != p:
-            raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(self.factor.shape)}")
-        if self.factor.shape[0] % n:
-            raise ValueError(f"factor must have a multiple of n = {n} rows, got {self.factor.shape[0]}")
+        if factor.shape[1] != p:
+            raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(factor.shape)}")
+        if factor.shape[0] % n:
+            raise ValueError(f"factor must have a multiple of n = {n} rows, got {factor.shape[0]}")
         loss = float(loss)
         check_loss_positive(loss)
         self.n, self.p, self.loss = n, p, loss
-        self.gbar = factor.T @ e / n if grads is None else grads.mean(0)
+        self._gbar = None
         self._AG = None
         self._K = None
+        self._K2cols = None
+        self._trSG = None
+        self._Ke_cache = None
         # residuals e when grads = diag(e) A (scalar square loss): then A Gradsᵀ = K diag(e)
         self._e = e
 
     # ----- constructors -------------------------------------------------
     @classmethod
     def square_loss(cls, J, e) -> "NoiseGeometry":
-        """From the Jacobian J (n×p) and residuals e (n,) of a scalar model."""
-        J = as_tensor(J, "J", ndim=2)
+        """From the Jacobian J (n×p, a tensor or a :class:`~noisegeom.FactoredJacobian`) and
+        residuals e (n,) of a scalar model."""
+        if not isinstance(J, FactoredJacobian):
+            J = as_tensor(J, "J", ndim=2)
         e = as_tensor(e, "e", ndim=1)
         if e.shape[0] != J.shape[0]:
             raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
@@ -117,11 +137,45 @@ class NoiseGeometry:
         return geo
 
     @classmethod
-    def from_model(cls, model, theta, X, y, *, loss: str = "mse", chunk_size: int | None = None):
+    def from_model(cls, model, theta, X, y, *, loss: str = "mse", chunk_size: int | None = None,
+                   route: str = "auto"):
         """Compute per-sample gradients and the (generalized) Gauss–Newton factor of a model.
 
         For a scalar model with the square loss one Jacobian pass gives both: g_i = e_i ∇f_i.
+
+        Parameters
+        ----------
+        model : FlatModel
+        theta, X, y : arrays
+            The point θ and the data.
+        loss : {'mse', 'cross_entropy'}
+        chunk_size : int, optional
+            Samples per vmapped chunk of the Jacobian route.
+        route : {'auto', 'factored', 'jacobian'}
+            How J is held. 'factored': per linear layer, never written out
+            (:func:`noisegeom.factored_jacobian`; scalar networks of linear layers with the
+            square loss), so K = JJᵀ costs O(n² Σ_l (d_in + d_out)) instead of O(n² p).
+            'jacobian': J from ``vmap`` (any model). 'auto' (default): 'factored' where
+            the model allows it, else 'jacobian'. The attribute ``route`` says which was used.
         """
+        if route not in ("auto", "factored", "jacobian"):
+            raise ValueError(f"route must be 'auto', 'factored' or 'jacobian', got {route!r}")
+        if route == "factored" and loss != "mse":
+            raise ValueError("route='factored' needs loss='mse' (a scalar model with the square loss)")
+        if loss == "mse" and route != "jacobian":
+            try:
+                fj = factored_jacobian(model, theta, X)
+            except NotFactorableError:
+                if route == "factored":
+                    raise
+            else:
+                _, _, y = _check_inputs(model, theta, X, y)
+                if y.shape != fj.outputs.shape:
+                    raise ValueError(f"y must have the shape of the model output {tuple(fj.outputs.shape)}, "
+                                     f"got {tuple(y.shape)}")
+                geo = cls.square_loss(fj, fj.outputs - y)
+                geo.route = "factored"
+                return geo
         if loss == "mse":
             J = jacobian(model, theta, X, chunk_size=chunk_size)
             if J.ndim == 2:
@@ -132,7 +186,38 @@ class NoiseGeometry:
         grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
         return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
 
+    route = "jacobian"
+
     # ----- Gram quantities ----------------------------------------------
+    @property
+    def gbar(self) -> torch.Tensor:
+        """The full-batch gradient ∇L = (1/n) Σ g_i, shape (p,) (formed on first use)."""
+        if self._gbar is None:
+            if self._grads is not None:
+                self._gbar = self._grads.mean(0)
+            elif self._factor is None:
+                self._gbar = self._factored.rmatvec(self._e) / self.n
+            else:
+                self._gbar = self._factor.T @ self._e / self.n
+        return self._gbar
+
+    @property
+    def factor(self) -> torch.Tensor:
+        """The factor A (G = AᵀA/n) as a tensor of shape (n·k, p); J for the scalar square loss.
+
+        Built with ``route='factored'`` it is written out on first use (n·p numbers);
+        :meth:`factor_times` and :attr:`K` do not need it.
+        """
+        if self._factor is None:
+            self._factor = self._factored.dense()
+        return self._factor
+
+    def factor_times(self, V) -> torch.Tensor:
+        """A V for V of shape (p, k), shape (n·k', k); J V for the scalar square loss."""
+        if self._factor is None:
+            return self._factored @ V
+        return self._factor @ V
+
     @property
     def grads(self) -> torch.Tensor:
         """Per-sample gradients as rows, shape (n, p) (for the square loss e_i ∇f_i, formed on first use)."""
@@ -152,32 +237,58 @@ class NoiseGeometry:
     def K(self) -> torch.Tensor:
         """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
         if self._K is None:
-            self._K = _gram(self.factor)
+            self._K = self._factored.gram() if self._factor is None else _gram(self._factor)
         return self._K
+
+    @property
+    def _K2_cols(self) -> torch.Tensor:
+        # column sums of K⊙K: Σ_j of them is ‖K‖_F², their e²-weighted sum is ‖K diag(e)‖_F²
+        if self._K2cols is None:
+            self._K2cols = _column_sums_of_squares(self.K)
+        return self._K2cols
+
+    @property
+    def _Ke(self) -> torch.Tensor:
+        # K e = J ∇L · n for the square loss; shared by Tr Σ₁ and Tr(Σ₁G)
+        if self._Ke_cache is None:
+            self._Ke_cache = self.K @ self._e
+        return self._Ke_cache
 
     def trace_sigma1(self) -> float:
         """Tr Σ₁ = (1/n) Σ‖g_i‖² − ‖∇L‖²."""
         if self._e is not None:                                     # ‖g_i‖² = e_i² ‖∇f_i‖² = e_i² K_ii
-            rows = (torch.diagonal(self._K) if self._K is not None
-                    else torch.linalg.vector_norm(self.factor, dim=1) ** 2)
+            rows = (torch.diagonal(self.K) if self._K is not None or self._factor is None
+                    else torch.linalg.vector_norm(self._factor, dim=1) ** 2)
             sq = (self._e ** 2 * rows).sum()
+            if self._gbar is None and self._K is not None:           # ‖∇L‖² = eᵀKe / n²
+                return float(sq / self.n - self._e @ self._Ke / self.n ** 2)
         else:
             sq = _sum_squares(self.grads)
         return float(sq / self.n - self.gbar @ self.gbar)
 
     def trace_G(self) -> float:
         """Tr G = ‖A‖_F² / n."""
-        sq = torch.diagonal(self._K).sum() if self._K is not None else _sum_squares(self.factor)
+        sq = (torch.diagonal(self.K).sum() if self._K is not None or self._factor is None
+              else _sum_squares(self._factor))
         return float(sq / self.n)
 
     def frobenius2_G(self) -> float:
         """‖G‖_F² = ‖AAᵀ‖_F² / n²."""
+        if self._e is not None:
+            return float(self._K2_cols.sum() / self.n ** 2)
         return float((self.K ** 2).sum() / self.n ** 2)
 
     def trace_sigma1_G(self) -> float:
         """Tr(Σ₁ G) = ‖A Gradsᵀ‖_F²/n² − ‖Aḡ‖²/n."""
-        Agbar = self.AG.mean(1)
-        return float((self.AG ** 2).sum() / self.n ** 2 - Agbar @ Agbar / self.n)
+        if self._trSG is None:
+            if self._e is not None:
+                # square loss: A Gradsᵀ = K diag(e), so ‖A Gradsᵀ‖_F² = Σ_j e_j² Σ_i K_ij² and Aḡ = Ke/n
+                Agbar = self._Ke / self.n
+                self._trSG = float(self._K2_cols @ self._e ** 2 / self.n ** 2 - Agbar @ Agbar / self.n)
+            else:
+                Agbar = self.AG.mean(1)
+                self._trSG = float((self.AG ** 2).sum() / self.n ** 2 - Agbar @ Agbar / self.n)
+        return self._trSG
 
     # ----- metrics ------------------------------------------------------
     def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None) -> float:
@@ -247,9 +358,11 @@ class NoiseGeometry:
 
     def _quadratic_forms(self, V: torch.Tensor, curvature, name: str):
         # square loss: grads V = diag(e) (J V), one pass over the n×p arrays instead of two
-        AV = self.factor @ V if (curvature is None or self._e is not None) else None
+        AV = self.factor_times(V) if (curvature is None or self._e is not None) else None
         GV = self._e[:, None] * AV if self._e is not None else self.grads @ V
-        num = (GV ** 2).sum(0) / self.n - (self.gbar @ V) ** 2
+        # ḡᵀV = eᵀ(JV)/n for the square loss, from the product already formed
+        gV = self._e @ AV / self.n if self._e is not None and self._gbar is None else self.gbar @ V
+        num = (GV ** 2).sum(0) / self.n - gV ** 2
         if curvature is None:
             den = (AV ** 2).sum(0) / self.n
             # Tr G ≥ ‖G‖₂ sets the scale of "vᵀGv = 0" without forming the n×n Gram

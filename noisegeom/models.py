@@ -212,7 +212,9 @@ class _TwoLayer(nn.Module):
             self.register_buffer("a", a)
 
     def forward(self, X):
-        return self.sigma(X @ self.W.T) @ self.a
+        # F.linear, not X @ W.T: factored_jacobian recognises linear layers by this call
+        h = self.sigma(torch.nn.functional.linear(X, self.W))
+        return torch.nn.functional.linear(h, self.a[None])[:, 0]
 
 
 def two_layer_net(d: int, width: int, *, activation: str = "tanh", train_outer: bool = False,

@@ -2,32 +2,36 @@
 """Benchmarks of the numerical core of noisegeom (`make bench`). Not a test.
 
 Prints one ``name: value`` line per figure, then a short table of the targets.
-Two problems, both with p ≈ 10⁴ parameters and n = 10³ samples:
+Main problem, p = 10⁴ parameters and n = 10³ samples:
 
 * ``twolayer``: a two-layer tanh network f(x) = Σ_k a_k tanh(w_kᵀx), d = 100 Gaussian
-  inputs, width 100 (outer layer fixed), p = 10⁴. Its Jacobian is cheap: about 4np flops.
+  inputs, width 100 (outer layer fixed), p = 10⁴. Its Jacobian costs about 4np flops.
+
+The metrics (each once: μ, μ_iso, Zhu's indicator, Tr Σ₁, g(v) along one direction, g(V) on a
+10-dimensional subspace) are computed by ``NoiseGeometry.from_model``, which for this network holds J per
+linear layer (``noisegeom.factored_jacobian``): one forward and one backward pass, the layer
+Grams XXᵀ and ΔΔᵀ (n²(d + width) flops instead of the n²p of K = JJᵀ) and J·V from the factors.
+Figures: (a) these metrics against the dense p×p route (Σ₁ and G formed as p×p matrices from
+J, then the traces) — agreement and speed, the dense route being given J for free; (b)
+per-sample gradients with vmap against a loop over samples (.backward() on the module,
+gradients zeroed every sample); (c) the time of all the metrics, computed from the model
+without J, against the time of J; (d) peak memory and how the time grows with n and p.
+Context rows give the same figures for the route through J (``route='jacobian'``: K = JJᵀ by
+BLAS syrk, n²p flops), which any model can use, and for a model the factored route does not
+cover:
+
 * ``cnn``: ``noisegeom.small_cnn(channels=32, n_classes=1)`` on the 8×8 digits
-  (``load_digits()['X_train'][:1000]``, standardised label as the scalar target), p = 9697
-  (9C² + 15C + 1 for C channels and one output). Its Jacobian is expensive: each weight of
-  the second convolution acts at 64 pixel positions, about 384np flops.
+  (``load_digits()['X_train'][:1000]``, standardised label as the scalar target), p = 9697.
+  Its convolutions have no per-sample outer-product form, so its metrics go through J.
 
-For each: (a) the alignment metrics through the n×n Gram route against the dense p×p route
-(Σ₁ and G formed as p×p matrices, then the traces) — agreement and speed; (b) per-sample
-gradients with vmap against a loop over samples (.backward() on the module, gradients zeroed
-every sample); (c) the time of the metrics once J and e are known, against the time of J.
-For the two-layer net also (d) peak memory of the Gram route and how its time grows with n
-and p, and the render time of one widget plot.
-
-Both routes use BLAS syrk for their symmetric Gram products (K = JJᵀ in the Gram route,
-CᵀC and JᵀJ in the dense route), so their flop counts are n²p and 2np²; their ratio 2p/n
-bounds the speed-up of (a). The script prints these operation counts next to the times.
-
-Runs single-threaded by default (``--threads N`` to change; it sets torch's threads and, via
-threadpoolctl, the BLAS threads of numpy/scipy): on this shared two-core machine two threads
-wait on each other whenever another process holds a core, and the timings then scatter by
-factors of several. Timings are the minimum over repeats (the least disturbed run); functions
-compared with each other are called round-robin so that load from other processes hits them
-alike. Everything is float64. Runtime: about 2 minutes (100 s single-threaded at load average 3–4).
+Timing: ``--threads`` sets torch's threads and, via threadpoolctl, the BLAS threads of
+numpy/scipy; the default is every core of the machine (2 here). torch's OpenMP threads are
+told to sleep rather than spin between parallel regions (OMP_WAIT_POLICY=PASSIVE, unless set):
+spinning threads steal the cores that scipy's BLAS threads need, and mixed torch/scipy code
+then ran several times slower. Times are minima over repeats (the least disturbed run);
+functions compared with each other are called round-robin so that load from other processes
+hits them alike; ratios are given from wall-clock time and from process CPU time. Everything
+is float64. Runtime: about 2 minutes.
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-from scipy.linalg.blas import dsymm, dsyrk
+# before torch loads OpenMP: idle torch threads must not spin on the cores scipy's BLAS uses
+# os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.linalg.blas import dsymm, dsyrk  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -105,29 +112,6 @@ def ratio(a: Timing, b: Timing) -> tuple[float, float]:
     return float(a) / float(b), a.cpu / b.cpu
 
 
-# ------------------------------------------------------------------ memory
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process; Linux only."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 # ------------------------------------------------------------------ problems
 
 def problem(n=N, d=D, width=WIDTH, seed=0):
@@ -154,14 +138,29 @@ def directions(p, k=K_DIRS, seed=0):
     return V, Q
 
 
-def gram_metrics(J, e, V, Q):
-    """Every metric of chapter 3 through n×n Grams (a fresh object: nothing cached)."""
-    geo = ng.NoiseGeometry.square_loss(J, e)
-    return {
+def metrics_of(geo, V, Q):
+    """Each metric of chapter 3 once, from a fresh NoiseGeometry (nothing cached between calls):
+    μ, μ_iso, Zhu's indicator (and the traces behind them), g(v) along v = V[:, 0], and, if Q is
+    given, g(V) on the K_DIRS-dimensional subspace spanned by Q."""
+    out = {
         "mu": geo.mu(), "mu_iso": geo.mu_isotropic(), "zhu": geo.zhu_indicator(),
         "tr_sigma1": geo.trace_sigma1(), "tr_sigma1_G": geo.trace_sigma1_G(), "fro2_G": geo.frobenius2_G(),
-        "g_v": geo.g(V), "g_V": geo.g_subspace(Q),
+        "g_v": geo.g(V[:, 0]),
     }
+    if Q is not None:
+        out["g_V"] = geo.g_subspace(Q)
+    return out
+
+
+def factored_metrics(model, theta, X, y, V, Q):
+    """The metrics from the model itself, J held per linear layer (never written out)."""
+    geo = ng.NoiseGeometry.from_model(model, theta, X, y, route="factored")
+    return metrics_of(geo, V, Q)
+
+
+def jacobian_route_metrics(J, e, V, Q):
+    """The metrics from a J already held: K = JJᵀ by syrk (n²p flops)."""
+    return metrics_of(ng.NoiseGeometry.square_loss(J, e), V, Q)
 
 
 def _syrk_pp(M: torch.Tensor, alpha: float) -> np.ndarray:
@@ -193,33 +192,17 @@ def dense_metrics(J, e, V, Q):
     fro2 = _sym_dot(G, G)
     tr_SG = _sym_dot(S1, G)
     tr_S, tr_G = float(np.trace(S1)), float(np.trace(G))
-    k = V.shape[1]
-    W = np.asfortranarray(np.concatenate([V.numpy(), Q.numpy()], axis=1))   # one pass over each p×p matrix
+    W = np.asfortranarray(np.concatenate([V[:, :1].numpy(), Q.numpy()], axis=1))   # one pass over each p×p matrix
     num = (W * dsymm(1.0, S1, W)).sum(0)
     den = (W * dsymm(1.0, G, W)).sum(0)
     out = {
         "mu": tr_SG / (two_L * fro2), "mu_iso": tr_S * tr_G / (p * two_L * fro2), "zhu": p * tr_SG / (tr_G * tr_S),
         "tr_sigma1": tr_S, "tr_sigma1_G": tr_SG, "fro2_G": fro2,
-        "g_v": num[:k] / (two_L * den[:k]),
-        "g_V": float(num[k:].sum() / (two_L * den[k:].sum())),
+        "g_v": float(num[0] / (two_L * den[0])),
+        "g_V": float(num[1:].sum() / (two_L * den[1:].sum())),
     }
     del S1, G
     return out
-
-
-def dense_metrics_gemm(J, e, V, Q):
-    """The dense route with general products (torch/MKL gemm, 2np² flops per p×p matrix): the
-    previous version of this benchmark's reference, kept for comparison."""
-    n, p = J.shape
-    grads = e[:, None] * J
-    C = grads - grads.mean(0)
-    S1 = C.T @ C / n
-    G = J.T @ J / n
-    two_L = float((e * e).mean())
-    fro2 = float(torch.dot(G.reshape(-1), G.reshape(-1)))
-    tr_SG = float(torch.dot(S1.reshape(-1), G.reshape(-1)))
-    del S1, G
-    return {"mu": tr_SG / (two_L * fro2)}
 
 
 def max_rel_diff(a: dict, b: dict) -> float:
@@ -252,102 +235,267 @@ def fit_exponent(x, t) -> float:
     return float(np.polyfit(np.log(x), np.log(t), 1)[0])
 
 
-# ------------------------------------------------------------------ one model: (a), (b), (c)
+# ------------------------------------------------------------------ sections
 
-def model_section(tag: str, model, X, y, theta, *, jac_flops_per_sample_param: float, reps: dict,
-                  extra_chunk: int | None = None) -> dict:
-    """Targets (a), (b), (c) for one scalar-output model; returns the figures for the table."""
-    n, p = X.shape[0], model.p
-    print(f"# --- {tag}: n = {n}, p = {p}", flush=True)
-    emit(f"{tag}_n", n, "{:d}")
-    emit(f"{tag}_p", p, "{:d}")
-    V, Q = directions(p)
-    out = {"n": n, "p": p}
-
-    # (b) per-sample gradients: vmap vs loop
+def vmap_vs_loop(tag: str, model, theta, X, y, repeat: int, extra_chunk: int | None = None) -> dict:
+    """(b): per-sample gradients with vmap against the loop; speed-ups (wall, CPU)."""
     ng.per_sample_gradients(model, theta, X[:8], y[:8])              # warm up torch.func
     fns = {"vmap": lambda: ng.per_sample_gradients(model, theta, X, y),
            "loop": lambda: loop_per_sample_gradients(model, theta, X, y)}
     if extra_chunk is not None:
         fns["vmap_chunk"] = lambda: ng.per_sample_gradients(model, theta, X, y, chunk_size=extra_chunk)
-    res = best_times_interleaved(fns, repeat=reps["b"])
+    res = best_times_interleaved(fns, repeat=repeat)
     (t_vmap, G_vmap), (t_loop, G_loop) = res["vmap"], res["loop"]
     emit(f"{tag}_per_sample_gradients_vmap_s", t_vmap)
     emit(f"{tag}_per_sample_gradients_loop_s", t_loop)
-    out["sp_b"] = ratio(t_loop, t_vmap)
+    out = {"sp_b": ratio(t_loop, t_vmap)}
     emit(f"{tag}_per_sample_gradients_speedup", out["sp_b"][0], "{:.1f}")
     emit(f"{tag}_per_sample_gradients_speedup_cpu", out["sp_b"][1], "{:.1f}")
     emit(f"{tag}_per_sample_gradients_max_rel_diff",
          float((G_vmap - G_loop).abs().max() / G_loop.abs().max()), "{:.1e}")
     if extra_chunk is not None:
-        t_ch = res["vmap_chunk"][0]
-        emit(f"{tag}_per_sample_gradients_vmap_chunk{extra_chunk}_s", t_ch)
-        out["sp_b_chunk"] = ratio(t_loop, t_ch)
+        out["sp_b_chunk"] = ratio(t_loop, res["vmap_chunk"][0])
         emit(f"{tag}_per_sample_gradients_speedup_chunk{extra_chunk}", out["sp_b_chunk"][0], "{:.1f}")
-    del G_loop, G_vmap, res
-    gc.collect()
-
-    # (c) J, residuals, and the metrics beyond them
-    def jac():
-        J = ng.jacobian(model, theta, X)
-        return J.reshape(n, p)                                       # (n, 1, p) for a one-output model: a view
-    jac()
-    J = jac()
-    e = ng.residuals(model, theta, X, y).reshape(n)
-    res = best_times_interleaved({"J": jac,
-                                  "metrics": lambda: gram_metrics(J, e, V, Q),
-                                  "mu": lambda: ng.NoiseGeometry.square_loss(J, e).mu(),
-                                  "K": lambda: J @ J.T}, repeat=reps["c"])
-    t_J, t_mu, t_K = res["J"][0], res["mu"][0], res["K"][0]
-    t_gram, m_gram = res["metrics"]
-    emit(f"{tag}_jacobian_s", t_J)
-    emit(f"{tag}_gram_K_torch_matmul_s", t_K)
-    emit(f"{tag}_gram_metrics_all_s", t_gram)
-    emit(f"{tag}_gram_mu_only_s", t_mu)
-    out["r_c"] = ratio(t_gram, t_J)
-    out["r_c_mu"] = ratio(t_mu, t_J)
-    emit(f"{tag}_metrics_over_jacobian_ratio", out["r_c"][0], "{:.2f}")
-    emit(f"{tag}_metrics_over_jacobian_ratio_cpu", out["r_c"][1], "{:.2f}")
-    emit(f"{tag}_mu_over_jacobian_ratio", out["r_c_mu"][0], "{:.2f}")
-    emit(f"{tag}_mu", m_gram["mu"], "{:.6f}")
-    emit(f"{tag}_mu_isotropic", m_gram["mu_iso"], "{:.6f}")
-    emit(f"{tag}_zhu_indicator", m_gram["zhu"], "{:.3f}")
-    flops_J, flops_K = jac_flops_per_sample_param * n * p, float(n) * n * p
-    emit(f"{tag}_jacobian_GFLOP_per_s", flops_J / float(t_J) / 1e9, "{:.1f}")
-    emit(f"{tag}_gram_mu_GFLOP_per_s", flops_K / float(t_mu) / 1e9, "{:.1f}")
-    print(f"# {tag} (c) operation counts: J ≈ {jac_flops_per_sample_param:.0f}·np = {flops_J:.2e} flops; "
-          f"K = JJᵀ by syrk n²p = {flops_K:.2e} flops, so μ needs {flops_K / flops_J:.2f}× the flops of J "
-          f"(flop bound on the ratio: {'met' if flops_K / flops_J <= 0.5 else 'not met'} unless J runs below "
-          f"BLAS speed; measured rates: J {flops_J / float(t_J) / 1e9:.1f}, "
-          f"Gram μ {flops_K / float(t_mu) / 1e9:.1f} GFLOP/s)", flush=True)
-    out["flop_c"] = flops_K / flops_J
-
-    # (a) Gram route vs dense p×p route
-    rss0 = _status_kb("VmRSS")
-    reset_peak_rss()
-    res = best_times_interleaved({"gram": lambda: gram_metrics(J, e, V, Q),
-                                  "dense": lambda: dense_metrics(J, e, V, Q)}, repeat=reps["a"])
-    (t_gram_a, _), (t_dense, m_dense) = res["gram"], res["dense"]
-    t_gram_a = Timing(min(float(t_gram_a), float(t_gram)), min(t_gram_a.cpu, t_gram.cpu))
-    peak = _status_kb("VmHWM")
-    if rss0 is not None and peak is not None:
-        emit(f"{tag}_dense_route_peak_rss_delta_MB", (peak - rss0) / 1024, "{:.0f}")
-    emit(f"{tag}_gram_metrics_best_s", t_gram_a)
-    emit(f"{tag}_dense_metrics_s", t_dense)
-    out["diff_a"] = max_rel_diff(m_gram, m_dense)
-    emit(f"{tag}_gram_vs_dense_max_rel_diff", out["diff_a"], "{:.1e}")
-    out["sp_a"] = ratio(t_dense, t_gram_a)
-    emit(f"{tag}_gram_speedup_over_dense", out["sp_a"][0], "{:.1f}")
-    emit(f"{tag}_gram_speedup_over_dense_cpu", out["sp_a"][1], "{:.1f}")
-    out["flop_a"] = (2.0 * n * p * p) / (float(n) * n * p)
-    emit(f"{tag}_flop_ratio_dense_over_gram", out["flop_a"], "{:.0f}")
-    print(f"# {tag} (a) operation counts: dense route 2 syrk p×p = 2np² = {2.0 * n * p * p:.2e} flops, "
-          f"Gram route syrk n×n = n²p = {float(n) * n * p:.2e} flops: ratio 2p/n = {out['flop_a']:.0f} "
-          f"({'≥' if out['flop_a'] >= 50 else '<'} 50, so the 50× target is "
-          f"{'within' if out['flop_a'] >= 50 else 'beyond'} the flop ratio at this n, p)", flush=True)
-    out["J"], out["e"], out["V"], out["Q"], out["t_gram"] = J, e, V, Q, t_gram_a
+    del G_vmap, G_loop, res
     gc.collect()
     return out
+
+
+def peak_rss_child(route: str) -> None:
+    """In a fresh process (``--peak-rss ROUTE``): set up the two-layer problem, then print the
+    growth of the peak resident set while ROUTE computes the metrics, in MB. A fresh process,
+    because a process that has already freed memory reuses it without growing its RSS."""
+    def peak_kb() -> int:
+        # VmHWM: the peak of this process's own memory map. Not ru_maxrss, which an exec'd child
+        # inherits from the parent's peak at fork time.
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
+    def run(n, width):
+        model, X, y, theta = problem(n=n, width=width)
+        V, Q = directions(model.p)
+        if route == "factored":
+            return lambda: factored_metrics(model, theta, X, y, V, Q)
+        if route == "jacobian":
+            return lambda: metrics_of(ng.NoiseGeometry.from_model(model, theta, X, y, route="jacobian"), V, Q)
+        J, e = ng.jacobian(model, theta, X), ng.residuals(model, theta, X, y)
+        return lambda: dense_metrics(J, e, V, Q)   # the dense route is handed J: J is part of its baseline
+
+    run(50, 5)()                             # load the code paths once (their pages count in the RSS)
+    fn = run(N, WIDTH)
+    gc.collect()
+    before = peak_kb()
+    fn()
+    print((peak_kb() - before) / 1024)
+
+
+def peak_rss_MB(route: str) -> float:
+    import subprocess
+
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak-rss", route],
+                         capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def twolayer_section() -> dict:
+    model, X, y, theta = problem()
+    n, p = X.shape[0], model.p
+    print(f"# --- twolayer: n = {n}, p = {p}, d = {D}, width = {WIDTH}", flush=True)
+    emit("twolayer_n", n, "{:d}")
+    emit("twolayer_p", p, "{:d}")
+    V, Q = directions(p)
+    out = vmap_vs_loop("twolayer", model, theta, X, y, repeat=7)
+
+    # (c) J against the metrics from the model (factored) and from J (context)
+    def jac():
+        return ng.jacobian(model, theta, X)
+    J = jac()
+    e = ng.residuals(model, theta, X, y)
+    fac = lambda: factored_metrics(model, theta, X, y, V, Q)          # noqa: E731
+    res = best_times_interleaved({
+        "J": jac, "factored": fac,
+        "factored_no_subspace": lambda: factored_metrics(model, theta, X, y, V, None),
+        "factored_mu": lambda: ng.NoiseGeometry.from_model(model, theta, X, y, route="factored").mu()}, repeat=15)
+    t_J, (t_fac, m_fac), t_fac_mu = res["J"][0], res["factored"], res["factored_mu"][0]
+    t_fac_ns = res["factored_no_subspace"][0]
+    # context: the metrics from a J already held; J itself timed again alongside, for the ratio
+    res = best_times_interleaved({"J": jac, "jroute": lambda: jacobian_route_metrics(J, e, V, Q)}, repeat=5)
+    t_J2, (t_jr, m_jr) = res["J"][0], res["jroute"]
+    emit("twolayer_jacobian_s", t_J)
+    emit("twolayer_factored_metrics_all_s", t_fac)
+    emit("twolayer_factored_mu_only_s", t_fac_mu)
+    emit("twolayer_factored_metrics_without_subspace_s", t_fac_ns)
+    emit("twolayer_jacobian_route_metrics_all_s", t_jr)
+    out["r_c"], out["r_c_mu"], out["r_c_jr"] = ratio(t_fac, t_J), ratio(t_fac_mu, t_J), ratio(t_jr, t_J2)
+    out["r_c_ns"] = ratio(t_fac_ns, t_J)
+    emit("twolayer_metrics_without_subspace_over_jacobian_ratio", out["r_c_ns"][0], "{:.2f}")
+    emit("twolayer_subspace_cost_per_direction_s", (float(t_fac) - float(t_fac_ns)) / K_DIRS)
+    emit("twolayer_metrics_over_jacobian_ratio", out["r_c"][0], "{:.2f}")
+    emit("twolayer_metrics_over_jacobian_ratio_cpu", out["r_c"][1], "{:.2f}")
+    emit("twolayer_mu_over_jacobian_ratio", out["r_c_mu"][0], "{:.2f}")
+    emit("twolayer_jacobian_route_metrics_over_jacobian_ratio", out["r_c_jr"][0], "{:.2f}")
+    emit("twolayer_mu", m_fac["mu"], "{:.6f}")
+    emit("twolayer_mu_isotropic", m_fac["mu_iso"], "{:.6f}")
+    emit("twolayer_zhu_indicator", m_fac["zhu"], "{:.3f}")
+    out["diff_routes"] = max_rel_diff(m_fac, m_jr)
+    emit("twolayer_factored_vs_jacobian_route_max_rel_diff", out["diff_routes"], "{:.1e}")
+    flops_J, flops_K, flops_fac = 4.0 * n * p, float(n) * n * p, 2.0 * n * n * (D + WIDTH)
+    print(f"# twolayer operation counts: J ≈ 4np = {flops_J:.1e}; K = JJᵀ by syrk n²p = {flops_K:.1e}; "
+          f"layer Grams XXᵀ, ΔΔᵀ by gemm 2n²(d + width) = {flops_fac:.1e}; J·V for k columns 2npk "
+          f"= {2.0 * n * p * (1 + K_DIRS):.1e} for the 1 + {K_DIRS} directions", flush=True)
+
+    # (a) against the dense p×p route, which is handed J for free
+    res = best_times_interleaved({"factored": fac, "jroute": lambda: jacobian_route_metrics(J, e, V, Q),
+                                  "dense": lambda: dense_metrics(J, e, V, Q)}, repeat=3)
+    t_fac_a = Timing(min(float(t_fac), float(res["factored"][0])), min(t_fac.cpu, res["factored"][0].cpu))
+    t_jr_a = Timing(min(float(t_jr), float(res["jroute"][0])), min(t_jr.cpu, res["jroute"][0].cpu))
+    t_dense, m_dense = res["dense"]
+    emit("twolayer_dense_metrics_s", t_dense)
+    out["diff_a"] = max_rel_diff(m_fac, m_dense)
+    out["diff_a_jr"] = max_rel_diff(m_jr, m_dense)
+    emit("twolayer_factored_vs_dense_max_rel_diff", out["diff_a"], "{:.1e}")
+    emit("twolayer_jacobian_route_vs_dense_max_rel_diff", out["diff_a_jr"], "{:.1e}")
+    out["sp_a"], out["sp_a_jr"] = ratio(t_dense, t_fac_a), ratio(t_dense, t_jr_a)
+    emit("twolayer_speedup_over_dense", out["sp_a"][0], "{:.0f}")
+    emit("twolayer_speedup_over_dense_cpu", out["sp_a"][1], "{:.0f}")
+    emit("twolayer_jacobian_route_speedup_over_dense", out["sp_a_jr"][0], "{:.1f}")
+    emit("twolayer_flop_ratio_dense_over_jacobian_route", 2.0 * p / n, "{:.0f}")
+    print(f"# twolayer (a): the dense route needs two p×p syrk, 2np² = {2.0 * n * p * p:.1e} flops; against "
+          f"the n²p of the route through J that is 2p/n = {2 * p / n:.0f}, a bound on that route's speed-up",
+          flush=True)
+
+    # (d) memory
+    out["rss_fac"], out["rss_jr"], out["rss_dense"] = (peak_rss_MB(r) for r in ("factored", "jacobian", "dense"))
+    emit("twolayer_factored_peak_rss_MB", out["rss_fac"], "{:.0f}")
+    emit("twolayer_jacobian_route_peak_rss_MB", out["rss_jr"], "{:.0f}")
+    emit("twolayer_dense_route_peak_rss_MB", out["rss_dense"], "{:.0f}")
+    emit("J_array_MB", J.numel() * 8 / 2 ** 20, "{:.0f}")
+    emit("dense_p_by_p_matrix_MB", p * p * 8 / 2 ** 20, "{:.0f}")
+    out["n"], out["p"] = n, p
+    del J, e
+    gc.collect()
+    return out
+
+
+def scaling_section() -> dict:
+    """(d): time of the metrics against n (p = 10⁴) and against p (width 25…200, n = 10³)."""
+    ns = [250, 500, 1000, 2000]
+    model, _, _, theta = problem()
+    Xbig = ng.gaussian_inputs(max(ns), ng.power_law_spectrum(D, 1.0), seed=5)
+    ybig = torch.zeros(max(ns), dtype=DT) + 0.3
+    V, Q = directions(model.p)
+    res = best_times_interleaved({m: (lambda m=m: factored_metrics(model, theta, Xbig[:m], ybig[:m], V, Q))
+                                  for m in ns}, repeat=5)
+    t_fac_n = [res[m][0] for m in ns]
+    Js = {m: ng.jacobian(model, theta, Xbig[:m]) for m in ns}
+    es = {m: ng.residuals(model, theta, Xbig[:m], ybig[:m]) for m in ns}
+    res = best_times_interleaved({m: (lambda m=m: ng.NoiseGeometry.square_loss(Js[m], es[m]).mu()) for m in ns},
+                                 repeat=4)
+    t_jr_n = [res[m][0] for m in ns]
+    del Js, es
+    gc.collect()
+    ps, t_fac_p, t_jr_p = [], [], []
+    probs = {}
+    for width in (25, 50, 100, 200):
+        mw, Xw, yw, thw = problem(width=width)
+        probs[mw.p] = (mw, Xw, yw, thw, directions(mw.p))
+        ps.append(mw.p)
+    def fac_q(q):
+        mw, Xw, yw, thw, (Vq, Qq) = probs[q]
+        return factored_metrics(mw, thw, Xw, yw, Vq, Qq)
+    res = best_times_interleaved({q: (lambda q=q: fac_q(q)) for q in ps}, repeat=5)
+    t_fac_p = [res[q][0] for q in ps]
+    Jp = {q: ng.jacobian(probs[q][0], probs[q][3], probs[q][1]) for q in ps}
+    ep = {q: ng.residuals(*(probs[q][k] for k in (0, 3, 1, 2))) for q in ps}
+    res = best_times_interleaved({q: (lambda q=q: ng.NoiseGeometry.square_loss(Jp[q], ep[q]).mu()) for q in ps},
+                                 repeat=4)
+    t_jr_p = [res[q][0] for q in ps]
+    del Jp, ep, probs
+    gc.collect()
+    out = {"a_n": fit_exponent(ns, t_fac_n), "a_p": fit_exponent(ps, t_fac_p),
+           "a_n_jr": fit_exponent(ns, t_jr_n), "a_p_jr": fit_exponent(ps, t_jr_p)}
+    emit("factored_metrics_time_exponent_in_n", out["a_n"], "{:.2f}")
+    emit("factored_metrics_time_exponent_in_p", out["a_p"], "{:.2f}")
+    emit("jacobian_route_mu_time_exponent_in_n", out["a_n_jr"], "{:.2f}")
+    emit("jacobian_route_mu_time_exponent_in_p", out["a_p_jr"], "{:.2f}")
+    fmt = lambda xs, ts: ", ".join(f"{a}: {float(b):.4f}" for a, b in zip(xs, ts))   # noqa: E731
+    print(f"# all metrics, factored route, seconds: n -> {fmt(ns, t_fac_n)} (p = 10000) | p -> "
+          f"{fmt(ps, t_fac_p)} (n = 1000; p = width·d, d = {D})", flush=True)
+    print(f"# μ through J (J given), seconds: n -> {fmt(ns, t_jr_n)} | p -> {fmt(ps, t_jr_p)}", flush=True)
+    print(f"# expected: factored ≈ n²(d + width) + n·p·(directions), so in p (through the width) well "
+          f"below 1 and in n between 1 and 2; through J n²p: exponents 2 and 1", flush=True)
+    return out
+
+
+def cnn_section() -> dict:
+    """Context: a model with convolutions, whose metrics go through J (route='jacobian')."""
+    model, X, y, theta = cnn_problem()
+    n, p = X.shape[0], model.p
+    print(f"# --- cnn: n = {n}, p = {p} (convolutions: no factored route; metrics through J)", flush=True)
+    try:
+        ng.factored_jacobian(model, theta, X)
+    except ng.NotFactorableError as exc:
+        print(f"# cnn: factored_jacobian refuses it: {exc}", flush=True)
+    V, Q = directions(p)
+    out = vmap_vs_loop("cnn", model, theta, X, y, repeat=4, extra_chunk=64)
+    print("# cnn (b): torch's vmap rule for the per-sample weight gradient of a convolution runs a grouped "
+          "convolution backward, one group per sample in float64 on CPU, so vmap removes the "
+          "Python/autograd overhead of the loop but not the per-sample loop itself", flush=True)
+
+    def jac():
+        return ng.jacobian(model, theta, X).reshape(n, p)            # (n, 1, p) for one output: a view
+    J = jac()
+    e = ng.residuals(model, theta, X, y).reshape(n)
+    res = best_times_interleaved({"J": jac, "jroute": lambda: jacobian_route_metrics(J, e, V, Q),
+                                  "dense": lambda: dense_metrics(J, e, V, Q)}, repeat=3)
+    t_J, (t_jr, m_jr), (t_dense, m_dense) = res["J"][0], res["jroute"], res["dense"]
+    emit("cnn_jacobian_s", t_J)
+    emit("cnn_jacobian_route_metrics_all_s", t_jr)
+    emit("cnn_dense_metrics_s", t_dense)
+    out["r_c_jr"] = ratio(t_jr, t_J)
+    out["sp_a_jr"] = ratio(t_dense, t_jr)
+    out["diff_a_jr"] = max_rel_diff(m_jr, m_dense)
+    emit("cnn_jacobian_route_metrics_over_jacobian_ratio", out["r_c_jr"][0], "{:.2f}")
+    emit("cnn_jacobian_route_speedup_over_dense", out["sp_a_jr"][0], "{:.1f}")
+    emit("cnn_jacobian_route_vs_dense_max_rel_diff", out["diff_a_jr"], "{:.1e}")
+    out["n"], out["p"] = n, p
+    del J, e
+    gc.collect()
+    return out
+
+
+def widget_render_time():
+    """Render time of one plot function of a widget (a band over seeds of a small SGD run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lin = ng.linear_model(20)
+    Xl = ng.gaussian_inputs(40, ng.power_law_spectrum(20, 1.0), seed=1)
+    yl = Xl @ torch.ones(20, dtype=DT)
+
+    def plot_sgd(eta=0.2, batch_size=4):
+        tr = ng.simulate(lin, Xl, yl, torch.zeros(20, dtype=DT), eta=eta, steps=100, batch_size=batch_size,
+                         n_seeds=20, seed=0, record_every=5)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ng.plotting.band(ax, tr.steps, tr.loss, label="SGD")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return fig
+
+    _, _, render = ng.widgets.build_controls(plot_sgd, eta=(0.05, 0.5, 0.05), batch_size=[1, 4, 10])
+
+    def draw():
+        fig, _ = render()
+        fig.canvas.draw()
+        plt.close(fig)
+
+    t, _ = best_time(draw, repeat=5)
+    emit("widget_render_s", t)
+    return t
 
 
 # ------------------------------------------------------------------ main
@@ -356,11 +504,14 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads and BLAS threads (default 1: on a shared 2-core machine "
-                             "two threads wait on each other and the timings scatter by factors of several)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch intra-op threads and BLAS threads (default: every core)")
+    parser.add_argument("--peak-rss", choices=["factored", "jacobian", "dense"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.peak_rss:
+        peak_rss_child(args.peak_rss)
+        return
     try:
         from threadpoolctl import threadpool_limits
 
@@ -375,187 +526,71 @@ def main() -> None:
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     load0 = load()
     print(f"# noisegeom benchmark: torch {torch.__version__}, {torch.get_num_threads()} torch threads, {blas_note}, "
-          f"{os.cpu_count()} CPUs, load average {load0:.1f} at start", flush=True)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {os.cpu_count()} CPUs, load average {load0:.1f} "
+          f"at start", flush=True)
     print("# times: minimum wall-clock seconds over repeats; ratios also from process CPU time", flush=True)
-    table = []
 
-    # ---- two-layer net: (a), (b), (c)
-    model, X, y, theta = problem()
-    tl = model_section("twolayer", model, X, y, theta, jac_flops_per_sample_param=4,
-                       reps={"b": 7, "c": 10, "a": 3})
-    J, e, V, Q = tl["J"], tl["e"], tl["V"], tl["Q"]
-    n, p = J.shape
-    # the previous dense reference (general gemm products), once, for comparison
-    t_gemm, m_gemm = best_time(lambda: dense_metrics_gemm(J, e, V, Q), repeat=1)
-    emit("twolayer_dense_gemm_mu_only_s", t_gemm)
-    emit("twolayer_gram_speedup_over_dense_gemm", float(t_gemm) / float(tl["t_gram"]), "{:.1f}")
-    gc.collect()
-
-    # same comparison where p/n is larger (n = 200, p = 10⁴)
-    n_small = 200
-    Js, es = J[:n_small].contiguous(), e[:n_small].contiguous()
-    res = best_times_interleaved({"gram": lambda: gram_metrics(Js, es, V, Q),
-                                  "dense": lambda: dense_metrics(Js, es, V, Q)}, repeat=2)
-    (t_gram_s, m_gs), (t_dense_s, m_ds) = res["gram"], res["dense"]
-    sp_a200 = ratio(t_dense_s, t_gram_s)
-    diff_a200 = max_rel_diff(m_gs, m_ds)
-    emit("twolayer_gram_speedup_over_dense_n200", sp_a200[0], "{:.1f}")
-    emit("twolayer_gram_speedup_over_dense_n200_cpu", sp_a200[1], "{:.1f}")
-    emit("twolayer_gram_vs_dense_max_rel_diff_n200", diff_a200, "{:.1e}")
-    emit("twolayer_flop_ratio_dense_over_gram_n200", 2 * p / n_small, "{:.0f}")
-    del Js, es, res
-    gc.collect()
-
-    # (c) at n = 100: the metrics cost O(n²p) (the Gram K), J only O(np)
-    n_c = 100
-    J100, e100 = ng.jacobian(model, theta, X[:n_c]), e[:n_c].contiguous()
-    res = best_times_interleaved({"J": lambda: ng.jacobian(model, theta, X[:n_c]),
-                                  "mu": lambda: ng.NoiseGeometry.square_loss(J100, e100).mu()}, repeat=15)
-    r_c100 = ratio(res["mu"][0], res["J"][0])
-    emit("twolayer_mu_over_jacobian_ratio_n100", r_c100[0], "{:.2f}")
-
-    # (d) peak memory of the Gram route
-    gc.collect()
-    rss0 = _status_kb("VmRSS")
-    if reset_peak_rss() and rss0 is not None:
-        ng.NoiseGeometry.from_model(model, theta, X, y).mu()
-        peak = _status_kb("VmHWM")
-        emit("gram_route_peak_rss_delta_MB", (peak - rss0) / 1024, "{:.0f}")
-        print("# peak memory: VmHWM − VmRSS from /proc/self/status, the peak reset through "
-              "/proc/self/clear_refs, around from_model(...).mu() (J, e and the n×n Gram; "
-              "tracemalloc does not see torch's allocations)")
-    emit("J_array_MB", J.numel() * 8 / 2 ** 20, "{:.0f}")
-    emit("dense_p_by_p_matrix_MB", p * p * 8 / 2 ** 20, "{:.0f}")
-    tl.pop("J"), tl.pop("e")
-    del J, e, J100, e100
-    gc.collect()
-
-    # ---- CNN: (a), (b), (c)
-    mc, Xc, yc, thc = cnn_problem()
-    cn = model_section("cnn", mc, Xc, yc, thc, jac_flops_per_sample_param=384,
-                       reps={"b": 4, "c": 6, "a": 3}, extra_chunk=64)
-    print("# cnn (b): torch's vmap rule for the per-sample weight gradient of a convolution runs a grouped "
-          "convolution backward, one group (one _slow_conv2d_backward call) per sample in float64 on CPU, "
-          "so vmap removes the Python/autograd overhead of the loop but not the per-sample loop itself", flush=True)
-    del cn["J"], cn["e"]
-    gc.collect()
-
-    # (d) scaling of the Gram metrics with n (p = 10⁴) and with p (n = 10³), two-layer net
-    ns = [250, 500, 1000, 2000]
-    Xbig = ng.gaussian_inputs(max(ns), ng.power_law_spectrum(D, 1.0), seed=5)
-    ybig = torch.zeros(max(ns), dtype=DT) + 0.3
-    Js_n = {m: ng.jacobian(model, theta, Xbig[:m]) for m in ns}
-    es_n = {m: ng.residuals(model, theta, Xbig[:m], ybig[:m]) for m in ns}
-    res = best_times_interleaved({m: (lambda m=m: ng.NoiseGeometry.square_loss(Js_n[m], es_n[m]).mu())
-                                  for m in ns}, repeat=5)
-    tn = [res[m][0] for m in ns]
-    resJ = best_times_interleaved({m: (lambda m=m: ng.jacobian(model, theta, Xbig[:m])) for m in ns}, repeat=4)
-    tJn = [resJ[m][0] for m in ns]
-    del Js_n, resJ
-    gc.collect()
-    Js_p, es_p, ps = {}, {}, []
-    for width in (25, 50, 100, 200):
-        mw, Xw, yw, thw = problem(width=width)
-        Js_p[mw.p] = ng.jacobian(mw, thw, Xw)
-        es_p[mw.p] = ng.residuals(mw, thw, Xw, yw)
-        ps.append(mw.p)
-    res = best_times_interleaved({q: (lambda q=q: ng.NoiseGeometry.square_loss(Js_p[q], es_p[q]).mu())
-                                  for q in ps}, repeat=5)
-    tp = [res[q][0] for q in ps]
-    del Js_p
-    gc.collect()
-    a_n, a_n_cpu = fit_exponent(ns, tn), fit_exponent(ns, [t.cpu for t in tn])
-    a_p, a_p_cpu = fit_exponent(ps, tp), fit_exponent(ps, [t.cpu for t in tp])
-    emit("mu_time_exponent_in_n", a_n, "{:.2f}")
-    emit("mu_time_exponent_in_n_cpu", a_n_cpu, "{:.2f}")
-    emit("mu_time_exponent_in_p", a_p, "{:.2f}")
-    emit("mu_time_exponent_in_p_cpu", a_p_cpu, "{:.2f}")
-    emit("jacobian_time_exponent_in_n", fit_exponent(ns, tJn), "{:.2f}")
-    print("# mu through the Gram route, seconds: n -> " + ", ".join(f"{a}: {float(b):.3f}" for a, b in zip(ns, tn))
-          + " (p = 10000) | p -> " + ", ".join(f"{a}: {float(b):.3f}" for a, b in zip(ps, tp)) + " (n = 1000)",
-          flush=True)
-
-    # widget render: one plot function (a band over seeds of a small SGD run)
-    t_render = None
+    tl = twolayer_section()
+    sc = scaling_section()
+    cn = cnn_section()
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        lin = ng.linear_model(20)
-        Xl = ng.gaussian_inputs(40, ng.power_law_spectrum(20, 1.0), seed=1)
-        yl = Xl @ torch.ones(20, dtype=DT)
-
-        def plot_sgd(eta=0.2, batch_size=4):
-            tr = ng.simulate(lin, Xl, yl, torch.zeros(20, dtype=DT), eta=eta, steps=100, batch_size=batch_size,
-                             n_seeds=20, seed=0, record_every=5)
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            ng.plotting.band(ax, tr.steps, tr.loss, label="SGD")
-            ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.set_ylabel("loss")
-            ax.legend()
-            return fig
-
-        _, _, render = ng.widgets.build_controls(plot_sgd, eta=(0.05, 0.5, 0.05), batch_size=[1, 4, 10])
-
-        def draw():
-            fig, _ = render()
-            fig.canvas.draw()
-            plt.close(fig)
-
-        t_render, _ = best_time(draw, repeat=5)
-        emit("widget_render_s", t_render)
+        t_render = widget_render_time()
     except Exception as exc:  # optional figure: never fail the benchmark on it
         print(f"# widget render skipped: {exc!r}")
-
+        t_render = None
     total = time.perf_counter() - t_start
     load1 = load()
     emit("load_average_end", load1, "{:.1f}")
     emit("bench_total_s", total, "{:.0f}")
 
-    # table ----------------------------------------------------------------------------------------
+    table = []
+
     def row(name, wall, cpu, target, ok):
         table.append((name, wall, cpu, target, "-" if ok is None else ("yes" if ok else "NO")))
 
-    for label, r in (("2-layer", tl), ("CNN", cn)):
-        pp_ = r["p"]
-        row(f"{label} (a) Gram = dense p×p, max rel. diff", f"{r['diff_a']:.1e}", "", "≤ 1e-8", r["diff_a"] <= 1e-8)
-        row(f"{label} (a) Gram speed-up over dense (flop ratio 2p/n = {r['flop_a']:.0f})",
-            f"{r['sp_a'][0]:.1f}×", f"{r['sp_a'][1]:.1f}×", "≥ 50×", min(r["sp_a"]) >= 50)
-        if label == "2-layer":
-            row(f"{label} (a) same at n=200 (flop ratio 2p/n = {2 * pp_ / n_small:.0f})", f"{sp_a200[0]:.1f}×",
-                f"{sp_a200[1]:.1f}×", "≥ 50×", min(sp_a200) >= 50)
-        row(f"{label} (b) vmap speed-up over the loop", f"{r['sp_b'][0]:.1f}×", f"{r['sp_b'][1]:.1f}×", "≥ 5×",
-            min(r["sp_b"]) >= 5)
-        if "sp_b_chunk" in r:
-            row(f"{label} (b) same, vmap with chunk_size=64", f"{r['sp_b_chunk'][0]:.1f}×",
-                f"{r['sp_b_chunk'][1]:.1f}×", "≥ 5×", min(r["sp_b_chunk"]) >= 5)
-        row(f"{label} (c) all metrics / J (flops n²p / cost of J = {r['flop_c']:.2g})", f"{r['r_c'][0]:.2f}",
-            f"{r['r_c'][1]:.2f}", "≤ 0.5", max(r["r_c"]) <= 0.5)
-        row(f"{label} (c) μ alone / J", f"{r['r_c_mu'][0]:.2f}", f"{r['r_c_mu'][1]:.2f}", "≤ 0.5",
-            max(r["r_c_mu"]) <= 0.5)
-        if label == "2-layer":
-            row(f"{label} (c) μ alone / J at n=100", f"{r_c100[0]:.2f}", f"{r_c100[1]:.2f}", "≤ 0.5",
-                max(r_c100) <= 0.5)
-    row("2-layer (d) Gram route peak RSS (MB)", f"{RESULTS.get('gram_route_peak_rss_delta_MB', float('nan')):.0f}",
+    x = "×"
+    row("(a) metrics = dense p×p route, max rel. diff", f"{tl['diff_a']:.1e}", "", "≤ 1e-8", tl["diff_a"] <= 1e-8)
+    row("(a) metrics speed-up over the dense route", f"{tl['sp_a'][0]:.0f}{x}", f"{tl['sp_a'][1]:.0f}{x}", "≥ 50×",
+        min(tl["sp_a"]) >= 50)
+    row("(b) vmap speed-up over the loop", f"{tl['sp_b'][0]:.1f}{x}", f"{tl['sp_b'][1]:.1f}{x}", "≥ 5×",
+        min(tl["sp_b"]) >= 5)
+    row("(c) μ / J", f"{tl['r_c_mu'][0]:.2f}", f"{tl['r_c_mu'][1]:.2f}", "≤ 0.5", max(tl["r_c_mu"]) <= 0.5)
+    row("(c) μ, μ_iso, indicator, Tr Σ₁, g(v) / J", f"{tl['r_c_ns'][0]:.2f}", f"{tl['r_c_ns'][1]:.2f}", "≤ 0.5",
+        max(tl["r_c_ns"]) <= 0.5)
+    row(f"(c) the same and g(V), dim V = {K_DIRS} / J", f"{tl['r_c'][0]:.2f}", f"{tl['r_c'][1]:.2f}", "≤ 0.5",
+        max(tl["r_c"]) <= 0.5)
+    row("(d) peak memory, MB: metrics (factored)", f"{tl['rss_fac']:.0f}", "", "report", None)
+    row("(d) peak memory, MB: route through J / dense (J given)", f"{tl['rss_jr']:.0f} / {tl['rss_dense']:.0f}",
         "", "report", None)
-    row("2-layer (d) dense route peak RSS (MB)",
-        f"{RESULTS.get('twolayer_dense_route_peak_rss_delta_MB', float('nan')):.0f}", "", "report", None)
-    row("2-layer (d) μ time ∝ n^a (p = 10⁴)", f"a = {a_n:.2f}", f"a = {a_n_cpu:.2f}", "2 (n²p)", None)
-    row("2-layer (d) μ time ∝ p^b (n = 10³)", f"b = {a_p:.2f}", f"b = {a_p_cpu:.2f}", "1 (n²p)", None)
+    row("(d) metrics time ∝ n^a (p = 10⁴)", f"a = {sc['a_n']:.2f}", "", "report", None)
+    row("(d) metrics time ∝ p^b (n = 10³, p through width)", f"b = {sc['a_p']:.2f}", "", "report", None)
     if t_render is not None:
-        row("widget render, one plot (s)", f"{float(t_render):.3f}", f"{t_render.cpu:.3f}", "< 0.15", None)
+        row("widget render, one plot: 20 SGD runs + matplotlib (s)", f"{float(t_render):.3f}", f"{t_render.cpu:.3f}",
+            "aim 0.15", None)
+    row("context: route through J, speed-up over dense (bound 2p/n = 20)", f"{tl['sp_a_jr'][0]:.1f}{x}",
+        f"{tl['sp_a_jr'][1]:.1f}{x}", "context", None)
+    row("context: route through J, all metrics / J", f"{tl['r_c_jr'][0]:.2f}", f"{tl['r_c_jr'][1]:.2f}", "context",
+        None)
+    row("context: route through J, μ ∝ n^a, p^b", f"a = {sc['a_n_jr']:.2f}, b = {sc['a_p_jr']:.2f}", "",
+        "context", None)
+    row(f"context: CNN (p = {cn['p']}) through J, = dense, max rel. diff", f"{cn['diff_a_jr']:.1e}", "", "context",
+        None)
+    row("context: CNN through J, speed-up over dense", f"{cn['sp_a_jr'][0]:.1f}{x}", f"{cn['sp_a_jr'][1]:.1f}{x}",
+        "context", None)
+    row("context: CNN vmap speed-up over the loop (chunk 64)",
+        f"{cn['sp_b'][0]:.1f}{x} ({cn['sp_b_chunk'][0]:.1f}{x})", f"{cn['sp_b'][1]:.1f}{x}", "context", None)
+    row("context: CNN through J, all metrics / J", f"{cn['r_c_jr'][0]:.2f}", f"{cn['r_c_jr'][1]:.2f}", "context",
+        None)
     w0 = max(len(r[0]) for r in table)
+    w1 = max(10, max(len(r[1]) for r in table))
     print()
-    print(f"| {'figure'.ljust(w0)} | {'wall clock':>10} | {'CPU time':>10} | {'target':>8} | met |")
-    print(f"|{'-' * (w0 + 2)}|{'-' * 12}|{'-' * 12}|{'-' * 10}|-----|")
+    print(f"| {'figure'.ljust(w0)} | {'wall clock'.rjust(w1)} | {'CPU time':>10} | {'target':>8} | met |")
+    print(f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|{'-' * 12}|{'-' * 10}|-----|")
     for name, wall, cpu, target, flag in table:
-        print(f"| {name.ljust(w0)} | {wall:>10} | {cpu:>10} | {target:>8} | {flag:>3} |")
-    print(f"\n(2-layer: p = {tl['p']}, n = {tl['n']}; CNN: p = {cn['p']}, n = {cn['n']}; times are minima over "
-          f"repeats; 'met' needs both columns; {torch.get_num_threads()} thread(s); load average {load0:.1f} at "
-          f"start, {load1:.1f} at end; total {total:.0f} s)")
+        print(f"| {name.ljust(w0)} | {wall.rjust(w1)} | {cpu:>10} | {target:>8} | {flag:>3} |")
+    print(f"\n(two-layer tanh network, p = {tl['p']}, n = {tl['n']}; targets are for it; 'met' needs both columns; "
+          f"times are minima over repeats; {torch.get_num_threads()} thread(s); load average {load0:.1f} at start, "
+          f"{load1:.1f} at end; total {total:.0f} s)")
 
 
 if __name__ == "__main__":

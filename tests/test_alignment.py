@@ -12,7 +12,14 @@ from _fixtures import (DT, dense_loss_hessian, dense_sigma1, loop_ggn, loop_outp
 # forward-mode AD (the HVPs) makes torch import its jit decompositions once, which warns
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
-CASES = models_for_tests()
+# (name, model, X, y, loss, route): the scalar model once with J held per linear layer
+# (ng.factored_jacobian, what route='auto' picks for it) and once with J from vmap
+CASES = []
+for _c in models_for_tests():
+    if _c[0] == "scalar_mse":
+        CASES += [(_c[0] + "_factored",) + _c[1:] + ("factored",), (_c[0] + "_jacobian",) + _c[1:] + ("jacobian",)]
+    else:
+        CASES.append(_c + ("jacobian",))
 IDS = [c[0] for c in CASES]
 TOL = 1e-10
 
@@ -33,11 +40,12 @@ def dense_reference(model, theta, X, y, loss):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gram_metrics_equal_dense_definitions(case):
-    _, model, X, y, loss = case
+    _, model, X, y, loss, route = case
     theta = random_theta(model, seed=21)
     S1, G, L = dense_reference(model, theta, X, y, loss)
     p = model.p
-    geo = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss)
+    geo = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss, route="auto" if loss != "mse" else route)
+    assert geo.route == route
     assert (geo.n, geo.p) == (X.shape[0], p)
     assert close(geo.loss, L)
     fro2 = (G ** 2).sum()
@@ -73,11 +81,12 @@ def test_gram_metrics_equal_dense_definitions(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_metrics_with_hessian_curvature_equal_dense(case):
-    _, model, X, y, loss = case
+    _, model, X, y, loss, route = case
     theta = random_theta(model, seed=22)
     S1, _, L = dense_reference(model, theta, X, y, loss)
     H = dense_loss_hessian(model, theta, X, y, loss).numpy()
-    geo = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss)
+    geo = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss, route="auto" if loss != "mse" else route)
+    assert geo.route == route
     Hop = ng.hessian_operator(model, theta, X, y, loss=loss)
     fro2 = (H ** 2).sum()
     mu_H = np.trace(S1 @ H) / (2 * L * fro2)
@@ -93,7 +102,7 @@ def test_metrics_with_hessian_curvature_equal_dense(case):
 
 def test_square_loss_formula_of_science_md_and_functional_forms():
     """μ = [n Σ e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²] with K = JJᵀ (science.md), and g(v)'s sample form."""
-    _, model, X, y, _ = CASES[0]
+    _, model, X, y, _, _ = CASES[0]
     theta = random_theta(model, seed=23)
     J = ng.jacobian(model, theta, X).numpy()
     e = (loop_outputs(model, theta, X) - y).numpy()
@@ -195,7 +204,7 @@ def test_population_gaussian_linear_model_against_monte_carlo(sigma):
 def test_square_loss_shortcuts_equal_general_route_in_any_call_order():
     """square_loss reuses K for A·Gradsᵀ and Tr Σ₁; the general constructor does not. Same numbers,
     whether or not the Gram K has been formed before a trace is asked for."""
-    _, model, X, y, _ = CASES[0]
+    _, model, X, y, _, _ = CASES[0]
     theta = random_theta(model, seed=24)
     J = ng.jacobian(model, theta, X)
     e = ng.residuals(model, theta, X, y)
