@@ -7,31 +7,32 @@ Main problem, p = 10⁴ parameters and n = 10³ samples:
 * ``twolayer``: a two-layer tanh network f(x) = Σ_k a_k tanh(w_kᵀx), d = 100 Gaussian
   inputs, width 100 (outer layer fixed), p = 10⁴. Its Jacobian costs about 4np flops.
 
-The metrics (each once: μ, μ_iso, Zhu's indicator, Tr Σ₁, g(v) along one direction, g(V) on a
-10-dimensional subspace) are computed by ``NoiseGeometry.from_model``, which for this network holds J per
-linear layer (``noisegeom.factored_jacobian``): one forward and one backward pass, the layer
-Grams XXᵀ and ΔΔᵀ (n²(d + width) flops instead of the n²p of K = JJᵀ) and J·V from the factors.
-Figures: (a) these metrics against the dense p×p route (Σ₁ and G formed as p×p matrices from
-J, then the traces) — agreement and speed, the dense route being given J for free; (b)
-per-sample gradients with vmap against a loop over samples (.backward() on the module,
-gradients zeroed every sample); (c) the time of all the metrics, computed from the model
-without J, against the time of J; (d) peak memory and how the time grows with n and p.
-Context rows give the same figures for the route through J (``route='jacobian'``: K = JJᵀ by
-BLAS syrk, n²p flops), which any model can use, and for a model the factored route does not
-cover:
+The metrics (each once: μ, μ_iso, Zhu's indicator, Tr Σ₁, g(v) along one direction, g(V)
+on a 10-dimensional subspace) are computed by ``NoiseGeometry.from_model``, which for this
+network holds J per linear layer (``noisegeom.factored_jacobian``): one forward and one
+backward pass, the layer Grams XXᵀ and ΔΔᵀ (2n²(d + width) flops instead of the n²p of
+K = JJᵀ) and J·V from the factors (2np flops per direction). Figures: (a) these metrics
+against the dense p×p route (Σ₁ and G formed as p×p matrices from J, then the traces):
+agreement and speed, the dense route being handed J for free; (b) per-sample gradients with
+vmap against a loop over samples (.backward() on the module, gradients zeroed every sample);
+(c) the time of the metrics, computed from the model without J, against the time of J,
+which is bound by writing n·p numbers rather than by arithmetic; (d) peak memory and how
+the time grows with n and p. Context rows give the same figures for the route through J
+(``route='jacobian'``: K = JJᵀ by BLAS syrk, n²p flops), which any model can use, and for a
+model the factored route does not cover:
 
 * ``cnn``: ``noisegeom.small_cnn(channels=32, n_classes=1)`` on the 8×8 digits
   (``load_digits()['X_train'][:1000]``, standardised label as the scalar target), p = 9697.
-  Its convolutions have no per-sample outer-product form, so its metrics go through J.
+  A convolution's weight acts at every pixel position, so its per-sample gradient is a sum
+  of 64 outer products and the layer identity would cost more than JJᵀ: its metrics go
+  through J.
 
 Timing: ``--threads`` sets torch's threads and, via threadpoolctl, the BLAS threads of
-numpy/scipy; the default is every core of the machine (2 here). torch's OpenMP threads are
-told to sleep rather than spin between parallel regions (OMP_WAIT_POLICY=PASSIVE, unless set):
-spinning threads steal the cores that scipy's BLAS threads need, and mixed torch/scipy code
-then ran several times slower. Times are minima over repeats (the least disturbed run);
-functions compared with each other are called round-robin so that load from other processes
-hits them alike; ratios are given from wall-clock time and from process CPU time. Everything
-is float64. Runtime: about 2 minutes.
+numpy/scipy; the default is every core of the machine (2 here). Times are minima over
+repeats (the least disturbed run); functions compared with each other are called
+round-robin so that load from other processes hits them alike; ratios are given from
+wall-clock time and from process CPU time. Everything is float64. Runtime: about 1.5
+minutes.
 """
 
 from __future__ import annotations
@@ -42,12 +43,9 @@ import os
 import sys
 import time
 
-# before torch loads OpenMP: idle torch threads must not spin on the cores scipy's BLAS uses
-# os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.linalg.blas import dsymm, dsyrk  # noqa: E402
+import numpy as np
+import torch
+from scipy.linalg.blas import dsymm, dsyrk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -526,7 +524,7 @@ def main() -> None:
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     load0 = load()
     print(f"# noisegeom benchmark: torch {torch.__version__}, {torch.get_num_threads()} torch threads, {blas_note}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {os.cpu_count()} CPUs, load average {load0:.1f} "
+          f"{os.cpu_count()} CPUs, load average {load0:.1f} "
           f"at start", flush=True)
     print("# times: minimum wall-clock seconds over repeats; ratios also from process CPU time", flush=True)
 
