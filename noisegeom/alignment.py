@@ -116,6 +116,7 @@ class NoiseGeometry:
         self._gbar = None
         self._AG = None
         self._K = None
+        self._Kb = None
         self._K2cols = None
         self._trSG = None
         self._Ke_cache = None
@@ -237,30 +238,48 @@ class NoiseGeometry:
     def K(self) -> torch.Tensor:
         """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
         if self._K is None:
-            self._K = self._factored.gram() if self._factor is None else _gram(self._factor)
+            self._K = self._K_blocks.full() if self._factored is not None else _gram(self._factor)
         return self._K
+
+    @property
+    def _K_blocks(self):
+        # factored J: K by its upper blocks, enough for every metric (see FactoredJacobian._gram_blocks)
+        if self._Kb is None:
+            self._Kb = self._factored._gram_blocks()
+        return self._Kb
+
+    def _K_ready(self) -> bool:
+        # K (or its upper blocks) is at hand or cheaper than a pass over J
+        return self._K is not None or self._factored is not None
+
+    def _use_blocks(self) -> bool:
+        return self._K is None and self._factored is not None
+
+    def _K_diag(self) -> torch.Tensor:
+        return torch.diagonal(self._K) if self._K is not None else self._K_blocks.diagonal()
 
     @property
     def _K2_cols(self) -> torch.Tensor:
         # column sums of K⊙K: Σ_j of them is ‖K‖_F², their e²-weighted sum is ‖K diag(e)‖_F²
         if self._K2cols is None:
-            self._K2cols = _column_sums_of_squares(self.K)
+            self._K2cols = (self._K_blocks.row_sums_of_squares() if self._use_blocks()
+                            else _column_sums_of_squares(self.K))
         return self._K2cols
 
     @property
     def _Ke(self) -> torch.Tensor:
         # K e = J ∇L · n for the square loss; shared by Tr Σ₁ and Tr(Σ₁G)
         if self._Ke_cache is None:
-            self._Ke_cache = self.K @ self._e
+            self._Ke_cache = self._K_blocks.matvec(self._e) if self._use_blocks() else self.K @ self._e
         return self._Ke_cache
 
     def trace_sigma1(self) -> float:
         """Tr Σ₁ = (1/n) Σ‖g_i‖² − ‖∇L‖²."""
         if self._e is not None:                                     # ‖g_i‖² = e_i² ‖∇f_i‖² = e_i² K_ii
-            rows = (torch.diagonal(self.K) if self._K is not None or self._factor is None
+            rows = (self._K_diag() if self._K_ready()
                     else torch.linalg.vector_norm(self._factor, dim=1) ** 2)
             sq = (self._e ** 2 * rows).sum()
-            if self._gbar is None and self._K is not None:           # ‖∇L‖² = eᵀKe / n²
+            if self._gbar is None and self._K_ready():               # ‖∇L‖² = eᵀKe / n²
                 return float(sq / self.n - self._e @ self._Ke / self.n ** 2)
         else:
             sq = _sum_squares(self.grads)
@@ -268,8 +287,7 @@ class NoiseGeometry:
 
     def trace_G(self) -> float:
         """Tr G = ‖A‖_F² / n."""
-        sq = (torch.diagonal(self.K).sum() if self._K is not None or self._factor is None
-              else _sum_squares(self._factor))
+        sq = self._K_diag().sum() if self._K_ready() else _sum_squares(self._factor)
         return float(sq / self.n)
 
     def frobenius2_G(self) -> float:

@@ -50,9 +50,57 @@ class NotFactorableError(ValueError):
     """The model is not a network of linear layers in the sense of :func:`factored_jacobian`."""
 
 
-# Numbers per reused block buffer in gram() and J·V (2 MB): big enough for full-speed products,
-# small enough to stay in cache and to avoid fresh n×n allocations.
+# Rows per block of K in _gram_blocks(): the blocks below the diagonal, about (1 − 1/b)/2 of K
+# for b blocks, are never computed.
+_GRAM_BLOCK_ROWS = 128
+# Numbers per reused buffer in J·V (2 MB): big enough for full-speed products, small enough
+# to stay in cache and to avoid fresh n×n allocations.
 _BLOCK_NUMBERS = 2 ** 18
+
+
+class _UpperBlocks:
+    """A symmetric n×n matrix stored as its block rows from the diagonal rightwards.
+
+    Block row b holds rows cuts[b]:cuts[b+1] and columns cuts[b]:n. The products below read
+    each stored entry once and account for its mirror image, so nothing below the diagonal
+    blocks is ever formed unless :meth:`full` is called.
+    """
+
+    def __init__(self, blocks: list, cuts: list):
+        self.blocks, self.cuts = blocks, cuts
+        self.n = cuts[-1]
+
+    def _rows(self):
+        for R, lo, hi in zip(self.blocks, self.cuts[:-1], self.cuts[1:]):
+            yield R, lo, hi, hi - lo
+
+    def diagonal(self) -> torch.Tensor:
+        return torch.cat([torch.diagonal(R[:, :m]) for R, _, _, m in self._rows()])
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """K x."""
+        out = torch.zeros(self.n, dtype=torch.float64)
+        for R, lo, hi, m in self._rows():
+            out[lo:hi] += R @ x[lo:]
+            out[hi:] += R[:, m:].T @ x[lo:hi]
+        return out
+
+    def row_sums_of_squares(self) -> torch.Tensor:
+        """Σ_j K_ij² for every row i (equal to the column sums, K being symmetric)."""
+        out = torch.zeros(self.n, dtype=torch.float64)
+        for R, lo, hi, m in self._rows():
+            sq = R * R
+            out[lo:hi] += sq.sum(1)
+            out[hi:] += sq[:, m:].sum(0)
+        return out
+
+    def full(self) -> torch.Tensor:
+        """The whole matrix, shape (n, n), exactly symmetric (the lower part is the upper one, copied)."""
+        K = torch.empty(self.n, self.n, dtype=torch.float64)
+        for R, lo, hi, m in self._rows():
+            K[lo:hi, lo:] = R
+            K[hi:, lo:hi] = R[:, m:].T
+        return K
 
 
 class _Layer:
@@ -88,34 +136,35 @@ class FactoredJacobian:
         self.outputs = outputs
 
     def gram(self) -> torch.Tensor:
-        """K = J Jᵀ = Σ_l (A_l A_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n).
+        """K = J Jᵀ = Σ_l (A_l A_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n), exactly symmetric."""
+        return self._gram_blocks().full()
 
-        Symmetric up to rounding (exactly, with the MKL products torch uses on this machine:
-        entry (i, j) and entry (j, i) sum the same products in the same order).
+    def _gram_blocks(self) -> "_UpperBlocks":
+        """K by its blocks on and above the diagonal (about half the products of :meth:`gram`).
+
+        What the alignment metrics need of K (its diagonal, K e, the row sums of K⊙K) is read
+        off these blocks without the lower triangle; ``_UpperBlocks.full`` fills it in.
         """
         n = self.n
-        K = torch.empty(n, n, dtype=torch.float64)
-        # row blocks written in place, with two small reused buffers: n×n temporaries would cost
-        # more in fresh memory (page faults) than in arithmetic
-        rows = max(1, min(n, _BLOCK_NUMBERS // n))
-        buf_a = torch.empty(rows, n, dtype=torch.float64)
-        buf_d = torch.empty(rows, n, dtype=torch.float64)
-        for lo in range(0, n, rows):
-            hi = min(n, lo + rows)
-            Kb, ta, td = K[lo:hi], buf_a[:hi - lo], buf_d[:hi - lo]
+        rows = max(1, min(n, _GRAM_BLOCK_ROWS))
+        cuts = list(range(0, n, rows)) + [n]
+        blocks = []
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            R = torch.empty(hi - lo, n - lo, dtype=torch.float64)
+            tmp = torch.empty_like(R) if len(self._layers) > 1 else None
             for j, L in enumerate(self._layers):
-                dst = Kb if j == 0 else ta
+                dst = R if j == 0 else tmp
                 if L.w is None:
-                    torch.mm(L.D[lo:hi], L.D.T, out=dst)
+                    torch.mm(L.D[lo:hi], L.D[lo:].T, out=dst)
                 else:
-                    torch.mm(L.A[lo:hi], L.A.T, out=dst)
+                    torch.mm(L.A[lo:hi], L.A[lo:].T, out=dst)
                     if L.b is not None:
                         dst += 1.0
-                    torch.mm(L.D[lo:hi], L.D.T, out=td)
-                    dst *= td
+                    dst *= L.D[lo:hi] @ L.D[lo:].T
                 if j > 0:
-                    Kb += ta
-        return K
+                    R += tmp
+            blocks.append(R)
+        return _UpperBlocks(blocks, cuts)
 
     def __matmul__(self, V) -> torch.Tensor:
         """J V for V of shape (p,) or (p, k): (J V)_i = Σ_l δ_ilᵀ V_l a_il, O(n p) per column."""

@@ -33,11 +33,12 @@ FACTORABLE = {
 }
 
 
-@pytest.mark.parametrize("block", [None, 7])
+@pytest.mark.parametrize("block", [None, 3])
 @pytest.mark.parametrize("name", sorted(FACTORABLE))
 def test_factored_products_equal_loop_jacobian(name, block, monkeypatch):
     if block is not None:                      # products by blocks of rows (one or a few samples each)
-        monkeypatch.setattr("noisegeom.factored._BLOCK_NUMBERS", block)
+        monkeypatch.setattr("noisegeom.factored._BLOCK_NUMBERS", 2 * block)
+        monkeypatch.setattr("noisegeom.factored._GRAM_BLOCK_ROWS", block)
     model = FACTORABLE[name]()
     theta = random_theta(model, seed=5, scale=0.3)
     X = _X()
@@ -50,6 +51,14 @@ def test_factored_products_equal_loop_jacobian(name, block, monkeypatch):
     got = fj.gram()
     assert torch.equal(got, got.T)                                  # symmetric to the last bit
     assert float((got - K).abs().max()) <= TOL * float(K.abs().max())
+    # what the metrics read off the upper blocks, without the lower triangle
+    up = fj._gram_blocks()
+    assert len(up.blocks) == (1 if block is None else -(-X.shape[0] // block))
+    e = torch.randn(X.shape[0], generator=torch.Generator().manual_seed(7), dtype=DT)
+    assert torch.allclose(up.diagonal(), torch.diagonal(K), rtol=TOL, atol=0)
+    assert torch.allclose(up.matvec(e), K @ e, rtol=0, atol=TOL * float((K.abs() @ e.abs()).max()))
+    assert torch.allclose(up.row_sums_of_squares(), (K * K).sum(1), rtol=TOL, atol=0)
+    assert torch.equal(up.full(), got)
     rng = torch.Generator().manual_seed(6)
     V = torch.randn(model.p, 3, generator=rng, dtype=DT)
     u = torch.randn(X.shape[0], generator=rng, dtype=DT)
@@ -159,7 +168,9 @@ def test_models_without_the_structure_are_refused_and_auto_falls_back(name):
     assert auto.mu() == ref.mu()
 
 
-def test_from_model_routes_agree_and_factored_never_writes_J():
+@pytest.mark.parametrize("block_rows", [128, 7])
+def test_from_model_routes_agree_and_factored_never_writes_J(block_rows, monkeypatch):
+    monkeypatch.setattr("noisegeom.factored._GRAM_BLOCK_ROWS", block_rows)
     model = ng.two_layer_net(6, 20, seed=12)
     theta = random_theta(model, seed=13, scale=0.2)
     X = _X(n=30, d=6, seed=14)
@@ -173,7 +184,8 @@ def test_from_model_routes_agree_and_factored_never_writes_J():
         assert abs(a - b) <= 1e-12 * abs(b), k
     assert np.allclose(fac.g(V), jac.g(V), rtol=1e-12)
     assert abs(fac.g_subspace(V) - jac.g_subspace(V)) <= 1e-12 * abs(jac.g_subspace(V))
-    assert fac._factor is None                                      # the metrics above used K and J·V only
+    assert fac._factor is None and fac._K is None                   # the metrics used K's upper blocks and J·V
+    assert torch.allclose(fac.K, jac.K, rtol=1e-13, atol=0)
     assert torch.allclose(fac.factor, jac.factor, rtol=0, atol=1e-14)   # written out on request
     assert torch.allclose(fac.factor_times(V), jac.factor_times(V), rtol=0, atol=1e-13)
 
