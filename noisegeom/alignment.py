@@ -18,7 +18,9 @@ square loss),
 
 which for the square loss is the book's (chapter 3)
 μ = [n Σ_i e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²], K = JJᵀ. The cost is
-O(n² p) for the Gram products and O(n p k) for k directions.
+O(n² p) for the Gram products and O(n p k) for k directions. For networks of linear
+layers (:func:`~noisegeom.factored_jacobian`) K costs O(n² Σ_l (d_in + d_out)) and J is
+never formed; only the blocks of K on and above the diagonal are computed.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class NoiseGeometry:
     -----
     Build it with :meth:`square_loss` from (J, e) or with :meth:`from_model`.
     All metrics use n×n (or nk×nk) Gram matrices; see the module docstring.
+    Everything is computed on first use and kept: the object describes one point θ.
     Chapter 3 derives the identities; tests/test_alignment.py checks them
     against dense p×p computations.
     """

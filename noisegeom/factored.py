@@ -1,19 +1,20 @@
 """The Jacobian of a network of linear layers, held in factored form.
 
-A linear layer z = a Wᵀ + b maps its input a ∈ R^{d_in} to z ∈ R^{d_out}. If
+A linear layer z = W x + b maps its input x ∈ R^{d_in} to z ∈ R^{d_out} (for the first
+layer x is the data point; deeper, a hidden representation). If
 δ_i = ∂f(x_i)/∂z_i is the back-propagated signal of sample i at the layer's
 output, the sample's gradient with respect to the layer is an outer product,
 
-    ∇_W f(x_i) = δ_i a_iᵀ,     ∇_b f(x_i) = δ_i,
+    ∇_W f(x_i) = δ_i x_iᵀ,     ∇_b f(x_i) = δ_i,
 
 so the rows of J need never be written down (Goodfellow, "Efficient per-example
 gradient computations", arXiv:1510.01799, 2015). Inner products of such rows
-factor too, ⟨δ_i a_iᵀ, δ_j a_jᵀ⟩ = (a_iᵀa_j)(δ_iᵀδ_j), which gives the Gram
+factor too, ⟨δ_i x_iᵀ, δ_j x_jᵀ⟩ = (x_iᵀx_j)(δ_iᵀδ_j), which gives the Gram
 matrix of J layer by layer:
 
-    K = J Jᵀ = Σ_l (A_l A_lᵀ + 1[l has a bias]) ⊙ (Δ_l Δ_lᵀ),
+    K = J Jᵀ = Σ_l (X_l X_lᵀ + 1[l has a bias]) ⊙ (Δ_l Δ_lᵀ),
 
-with A_l (n×d_in) and Δ_l (n×d_out) the stacked inputs and output signals. One
+with X_l (n×d_in) and Δ_l (n×d_out) the stacked inputs and output signals. One
 forward and one backward pass and two thin Grams per layer cost
 O(n p + n² Σ_l (d_in + d_out)) instead of the O(n² p) of J Jᵀ; for the
 two-layer network of chapter 5 this is the identity K = C ⊙ XXᵀ.
@@ -104,25 +105,28 @@ class _UpperBlocks:
 
 
 class _Layer:
-    """One linear layer: inputs A (n×d_in), output signals Δ (n×d_out), and where its
+    """One linear layer: inputs X (n×d_in), output signals Δ (n×d_out), and where its
     weight and bias sit in θ (slices, or None when that tensor is not trainable)."""
 
-    __slots__ = ("A", "D", "w", "b")
+    __slots__ = ("X", "D", "w", "b")
 
-    def __init__(self, A, D, w, b):
-        self.A, self.D, self.w, self.b = A, D, w, b
+    def __init__(self, X, D, w, b):
+        self.X, self.D, self.w, self.b = X, D, w, b
 
 
 class FactoredJacobian:
     """J ∈ R^{n×p} of a scalar network of linear layers, as per-layer factors.
 
-    Build it with :func:`factored_jacobian`. Row i of J restricted to layer l is
-    vec(δ_il a_ilᵀ) for the weight and δ_il for the bias (see the module docstring).
+    Build it with :func:`factored_jacobian` (the constructor's arguments are internal). Row i
+    of J restricted to layer l is vec(δ_il x_ilᵀ) for the weight and δ_il for the bias (see
+    the module docstring).
 
     Attributes
     ----------
-    n, p : int
-        Shape of J.
+    n : int
+        Number of samples (rows of J).
+    p : int
+        Number of parameters (columns of J).
     shape : tuple
         (n, p).
     outputs : torch.Tensor
@@ -136,7 +140,7 @@ class FactoredJacobian:
         self.outputs = outputs
 
     def gram(self) -> torch.Tensor:
-        """K = J Jᵀ = Σ_l (A_l A_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n), exactly symmetric."""
+        """K = J Jᵀ = Σ_l (X_l X_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n), exactly symmetric."""
         return self._gram_blocks().full()
 
     def _gram_blocks(self) -> "_UpperBlocks":
@@ -157,7 +161,7 @@ class FactoredJacobian:
                 if L.w is None:
                     torch.mm(L.D[lo:hi], L.D[lo:].T, out=dst)
                 else:
-                    torch.mm(L.A[lo:hi], L.A[lo:].T, out=dst)
+                    torch.mm(L.X[lo:hi], L.X[lo:].T, out=dst)
                     if L.b is not None:
                         dst += 1.0
                     dst *= L.D[lo:hi] @ L.D[lo:].T
@@ -167,7 +171,7 @@ class FactoredJacobian:
         return _UpperBlocks(blocks, cuts)
 
     def __matmul__(self, V) -> torch.Tensor:
-        """J V for V of shape (p,) or (p, k): (J V)_i = Σ_l δ_ilᵀ V_l a_il, O(n p) per column."""
+        """J V for V of shape (p,) or (p, k): (J V)_i = Σ_l δ_ilᵀ V_l x_il, O(n p) per column."""
         V = torch.as_tensor(V, dtype=torch.float64)
         single = V.ndim == 1
         V = V[:, None] if single else V
@@ -177,10 +181,10 @@ class FactoredJacobian:
         k = V.shape[1]
         out = torch.zeros(self.n, k, dtype=torch.float64)
         for L in self._layers:
-            d_out, d_in = L.D.shape[1], L.A.shape[1]
+            d_out, d_in = L.D.shape[1], L.X.shape[1]
             if L.w is not None:
                 rows = max(1, min(self.n, _BLOCK_NUMBERS // (d_in * k)))
-                # U_i = δ_iᵀ V_l (d_in × k for each sample) by one product, then a_iᵀ U_i by a batched
+                # U_i = δ_iᵀ V_l (d_in × k for each sample) by one product, then x_iᵀ U_i by a batched
                 # one; V's weight block viewed as d_out × (d_in·k) needs no copy, and U is formed for a
                 # block of samples at a time in one reused buffer
                 Vw = V[L.w].view(d_out, d_in * k)
@@ -188,13 +192,13 @@ class FactoredJacobian:
                 for lo in range(0, self.n, rows):
                     hi = min(self.n, lo + rows)
                     U = torch.mm(L.D[lo:hi], Vw, out=buf[:hi - lo]).view(hi - lo, d_in, k)
-                    out[lo:hi] += torch.bmm(L.A[lo:hi, None, :], U)[:, 0, :]
+                    out[lo:hi] += torch.bmm(L.X[lo:hi, None, :], U)[:, 0, :]
             if L.b is not None:
                 out += L.D @ V[L.b]
         return out[:, 0] if single else out
 
     def rmatvec(self, u=None) -> torch.Tensor:
-        """Jᵀu for u of shape (n,) (u = 1 if omitted): the weight block is Δ_lᵀ diag(u) A_l."""
+        """Jᵀu for u of shape (n,) (u = 1 if omitted): the weight block is Δ_lᵀ diag(u) X_l."""
         if u is not None:
             u = torch.as_tensor(u, dtype=torch.float64)
             if u.shape != (self.n,):
@@ -203,7 +207,7 @@ class FactoredJacobian:
         for L in self._layers:
             Du = L.D if u is None else L.D * u[:, None]
             if L.w is not None:
-                out[L.w] = (Du.T @ L.A).reshape(-1)
+                out[L.w] = (Du.T @ L.X).reshape(-1)
             if L.b is not None:
                 out[L.b] = Du.sum(0)
         return out
@@ -213,7 +217,7 @@ class FactoredJacobian:
         J = torch.zeros(self.n, self.p, dtype=torch.float64)
         for L in self._layers:
             if L.w is not None:
-                J[:, L.w] = (L.D[:, :, None] * L.A[:, None, :]).reshape(self.n, -1)
+                J[:, L.w] = (L.D[:, :, None] * L.X[:, None, :]).reshape(self.n, -1)
             if L.b is not None:
                 J[:, L.b] = L.D
         return J
