@@ -59,17 +59,6 @@ def _gram(a: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(up + np.triu(up, 1).T)
 
 
-def _column_sums_of_squares(K: torch.Tensor, rows: int = 256) -> torch.Tensor:
-    """Σ_i K_ij² for every column j, a block of rows at a time in one reused buffer (an n×n
-    temporary would cost more in fresh memory than in arithmetic)."""
-    out = torch.zeros(K.shape[1], dtype=K.dtype)
-    buf = torch.empty(min(rows, K.shape[0]), K.shape[1], dtype=K.dtype)
-    for lo in range(0, K.shape[0], rows):
-        blk = K[lo:lo + rows]
-        out += torch.mul(blk, blk, out=buf[:blk.shape[0]]).sum(0)
-    return out
-
-
 def _sum_squares(a: torch.Tensor) -> torch.Tensor:
     """‖a‖_F² in one pass, without an n×p temporary."""
     flat = a.reshape(-1)
@@ -266,7 +255,7 @@ class NoiseGeometry:
         # column sums of K⊙K: Σ_j of them is ‖K‖_F², their e²-weighted sum is ‖K diag(e)‖_F²
         if self._K2cols is None:
             self._K2cols = (self._K_blocks.row_sums_of_squares() if self._use_blocks()
-                            else _column_sums_of_squares(self.K))
+                            else (self.K * self.K).sum(0))
         return self._K2cols
 
     @property

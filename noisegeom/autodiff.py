@@ -95,16 +95,21 @@ def residuals(model: FlatModel, theta, X, y) -> torch.Tensor:
     return out - y
 
 
+def _losses_of_outputs(out: torch.Tensor, y, loss: str) -> torch.Tensor:
+    """ℓ_i from the model outputs of a batch, without checks (usable inside vmap and grad)."""
+    if loss == "mse":
+        e = (out - y).reshape(out.shape[0], -1)
+        return 0.5 * (e * e).sum(1)
+    return torch.nn.functional.cross_entropy(out, y, reduction="none")
+
+
 def per_sample_losses(model: FlatModel, theta, X, y, *, loss: str = "mse") -> torch.Tensor:
     """ℓ_i for every sample, shape (n,)."""
     theta, X, y = _check_inputs(model, theta, X, y, loss)
     out = model.forward(theta, X)
-    if loss == "mse":
-        if out.shape != y.shape:
-            raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-        e = (out - y).reshape(out.shape[0], -1)
-        return 0.5 * (e * e).sum(1)
-    return torch.nn.functional.cross_entropy(out, y, reduction="none")
+    if loss == "mse" and out.shape != y.shape:
+        raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
+    return _losses_of_outputs(out, y, loss)
 
 
 def loss_value(model: FlatModel, theta, X, y, *, loss: str = "mse") -> float:

@@ -27,7 +27,7 @@ import torch
 from torch.func import grad, vmap
 
 from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
-from .autodiff import LOSSES, _check_inputs, _sample_loss
+from .autodiff import LOSSES, _check_inputs, _losses_of_outputs, _sample_loss
 from .models import FlatModel
 from .noise import batch_noise_factor, sample_batches
 
@@ -197,11 +197,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     def mean_loss(theta, xb, yb):
         # one batched forward pass: every model here treats the samples of a batch independently,
         # and a vmap over samples inside the vmap over seeds costs more than the arithmetic
-        out = model.forward(theta, xb)
-        if loss == "mse":
-            e = (out - yb).reshape(xb.shape[0], -1)
-            return 0.5 * (e * e).sum(1).mean()
-        return torch.nn.functional.cross_entropy(out, yb)
+        return _losses_of_outputs(model.forward(theta, xb), yb, loss).mean()
 
     full_loss = vmap(mean_loss, in_dims=(0, None, None))
     batch_loss = vmap(mean_loss, in_dims=(0, 0, 0))
