@@ -20,7 +20,8 @@ which for the square loss is the book's (chapter 3)
 μ = [n Σ_i e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²], K = JJᵀ. The cost is
 O(n² p) for the Gram products and O(n p k) for k directions. For networks of linear
 layers (:func:`~noisegeom.factored_jacobian`) K costs O(n² Σ_l (d_in + d_out)) and J is
-never formed; only the blocks of K on and above the diagonal are computed.
+never formed; only the blocks of K on and above the diagonal are computed, and K itself is
+not stored.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class NoiseGeometry:
         self._gbar = None
         self._AG = None
         self._K = None
-        self._Kb = None
+        self._sweep_cache = None
         self._K2cols = None
         self._trSG = None
         self._Ke_cache = None
@@ -230,39 +231,47 @@ class NoiseGeometry:
     def K(self) -> torch.Tensor:
         """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
         if self._K is None:
-            self._K = self._K_blocks.full() if self._factored is not None else _gram(self._factor)
+            self._K = self._factored.gram() if self._factored is not None else _gram(self._factor)
         return self._K
 
-    @property
-    def _K_blocks(self):
-        # factored J: K by its upper blocks, enough for every metric (see FactoredJacobian._gram_blocks)
-        if self._Kb is None:
-            self._Kb = self._factored._gram_blocks()
-        return self._Kb
-
-    def _K_ready(self) -> bool:
-        # K (or its upper blocks) is at hand or cheaper than a pass over J
-        return self._K is not None or self._factored is not None
-
-    def _use_blocks(self) -> bool:
+    def _use_sweep(self) -> bool:
+        # factored J and no K at hand: what the metrics need of K comes from one sweep over its
+        # upper blocks (FactoredJacobian._gram_sweep), K itself is never stored
         return self._K is None and self._factored is not None
 
+    def _K_ready(self) -> bool:
+        # diag K is at hand, or cheaper than a pass over J (factored: FactoredJacobian.row_norms2)
+        return self._K is not None or self._factored is not None
+
+    def _Ke_at_hand(self) -> bool:
+        # K e costs n² once K or the sweep is done; otherwise ∇L = Jᵀe/n (2np flops) is cheaper
+        return self._Ke_cache is not None or self._K is not None or self._sweep_cache is not None
+
+    @property
+    def _sweep(self):
+        if self._sweep_cache is None:
+            self._sweep_cache = self._factored._gram_sweep(self._e)
+        return self._sweep_cache
+
     def _K_diag(self) -> torch.Tensor:
-        return torch.diagonal(self._K) if self._K is not None else self._K_blocks.diagonal()
+        if self._K is not None:
+            return torch.diagonal(self._K)
+        if self._sweep_cache is not None:
+            return self._sweep_cache[0]
+        return self._factored.row_norms2()               # O(n Σ_l (d_in + d_out)), no Gram needed
 
     @property
     def _K2_cols(self) -> torch.Tensor:
         # column sums of K⊙K: Σ_j of them is ‖K‖_F², their e²-weighted sum is ‖K diag(e)‖_F²
         if self._K2cols is None:
-            self._K2cols = (self._K_blocks.row_sums_of_squares() if self._use_blocks()
-                            else (self.K * self.K).sum(0))
+            self._K2cols = self._sweep[2] if self._use_sweep() else (self.K * self.K).sum(0)
         return self._K2cols
 
     @property
     def _Ke(self) -> torch.Tensor:
         # K e = J ∇L · n for the square loss; shared by Tr Σ₁ and Tr(Σ₁G)
         if self._Ke_cache is None:
-            self._Ke_cache = self._K_blocks.matvec(self._e) if self._use_blocks() else self.K @ self._e
+            self._Ke_cache = self._sweep[1] if self._use_sweep() else self.K @ self._e
         return self._Ke_cache
 
     def trace_sigma1(self) -> float:
@@ -271,7 +280,7 @@ class NoiseGeometry:
             rows = (self._K_diag() if self._K_ready()
                     else torch.linalg.vector_norm(self._factor, dim=1) ** 2)
             sq = (self._e ** 2 * rows).sum()
-            if self._gbar is None and self._K_ready():               # ‖∇L‖² = eᵀKe / n²
+            if self._gbar is None and self._Ke_at_hand():            # ‖∇L‖² = eᵀKe / n²
                 return float(sq / self.n - self._e @ self._Ke / self.n ** 2)
         else:
             sq = _sum_squares(self.grads)

@@ -51,57 +51,12 @@ class NotFactorableError(ValueError):
     """The model is not a network of linear layers in the sense of :func:`factored_jacobian`."""
 
 
-# Rows per block of K in _gram_blocks(): the blocks below the diagonal, about (1 − 1/b)/2 of K
-# for b blocks, are never computed.
+# Rows per block of K in _gram_rows(): the blocks below the diagonal, about (1 − 1/b)/2 of K
+# for b blocks, are never computed, and a block of 128 rows stays in cache while it is read.
 _GRAM_BLOCK_ROWS = 128
 # Numbers per reused buffer in J·V (2 MB): big enough for full-speed products, small enough
 # to stay in cache and to avoid fresh n×n allocations.
 _BLOCK_NUMBERS = 2 ** 18
-
-
-class _UpperBlocks:
-    """A symmetric n×n matrix stored as its block rows from the diagonal rightwards.
-
-    Block row b holds rows cuts[b]:cuts[b+1] and columns cuts[b]:n. The products below read
-    each stored entry once and account for its mirror image, so nothing below the diagonal
-    blocks is ever formed unless :meth:`full` is called.
-    """
-
-    def __init__(self, blocks: list, cuts: list):
-        self.blocks, self.cuts = blocks, cuts
-        self.n = cuts[-1]
-
-    def _rows(self):
-        for R, lo, hi in zip(self.blocks, self.cuts[:-1], self.cuts[1:]):
-            yield R, lo, hi, hi - lo
-
-    def diagonal(self) -> torch.Tensor:
-        return torch.cat([torch.diagonal(R[:, :m]) for R, _, _, m in self._rows()])
-
-    def matvec(self, x: torch.Tensor) -> torch.Tensor:
-        """K x."""
-        out = torch.zeros(self.n, dtype=torch.float64)
-        for R, lo, hi, m in self._rows():
-            out[lo:hi] += R @ x[lo:]
-            out[hi:] += R[:, m:].T @ x[lo:hi]
-        return out
-
-    def row_sums_of_squares(self) -> torch.Tensor:
-        """Σ_j K_ij² for every row i (equal to the column sums, K being symmetric)."""
-        out = torch.zeros(self.n, dtype=torch.float64)
-        for R, lo, hi, m in self._rows():
-            sq = R * R
-            out[lo:hi] += sq.sum(1)
-            out[hi:] += sq[:, m:].sum(0)
-        return out
-
-    def full(self) -> torch.Tensor:
-        """The whole matrix, shape (n, n), exactly symmetric (the lower part is the upper one, copied)."""
-        K = torch.empty(self.n, self.n, dtype=torch.float64)
-        for R, lo, hi, m in self._rows():
-            K[lo:hi, lo:] = R
-            K[hi:, lo:hi] = R[:, m:].T
-        return K
 
 
 class _Layer:
@@ -141,34 +96,63 @@ class FactoredJacobian:
 
     def gram(self) -> torch.Tensor:
         """K = J Jᵀ = Σ_l (X_l X_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n), exactly symmetric."""
-        return self._gram_blocks().full()
+        K = torch.empty(self.n, self.n, dtype=torch.float64)
+        for lo, hi, R in self._gram_rows():
+            K[lo:hi, lo:] = R
+            K[hi:, lo:hi] = R[:, hi - lo:].T             # the lower part is the upper one, copied
+        return K
 
-    def _gram_blocks(self) -> "_UpperBlocks":
-        """K by its blocks on and above the diagonal (about half the products of :meth:`gram`).
+    def row_norms2(self) -> torch.Tensor:
+        """‖∇f_i‖² = K_ii = Σ_l (‖x_il‖² + 1[bias]) ‖δ_il‖², shape (n,), without K."""
+        out = torch.zeros(self.n, dtype=torch.float64)
+        for L in self._layers:
+            d2 = (L.D * L.D).sum(1)
+            if L.w is not None:
+                out += (L.X * L.X).sum(1) * d2
+            if L.b is not None:
+                out += d2
+        return out
 
-        What the alignment metrics need of K (its diagonal, K e, the row sums of K⊙K) is read
-        off these blocks without the lower triangle; ``_UpperBlocks.full`` fills it in.
-        """
+    def _gram_rows(self):
+        """Yield (lo, hi, R) with R = K[lo:hi, lo:], block row by block row: only the blocks on
+        and above the diagonal are computed. R lives in a buffer that the next block overwrites."""
         n = self.n
         rows = max(1, min(n, _GRAM_BLOCK_ROWS))
-        cuts = list(range(0, n, rows)) + [n]
-        blocks = []
-        for lo, hi in zip(cuts[:-1], cuts[1:]):
-            R = torch.empty(hi - lo, n - lo, dtype=torch.float64)
-            tmp = torch.empty_like(R) if len(self._layers) > 1 else None
+        bufs = [torch.empty(rows * n, dtype=torch.float64) for _ in range(3 if len(self._layers) > 1 else 2)]
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            shape = (hi - lo, n - lo)
+            R, T, *S = (b[:shape[0] * shape[1]].view(shape) for b in bufs)   # S: the next layer's term
             for j, L in enumerate(self._layers):
-                dst = R if j == 0 else tmp
+                dst = R if j == 0 else S[0]
                 if L.w is None:
                     torch.mm(L.D[lo:hi], L.D[lo:].T, out=dst)
                 else:
                     torch.mm(L.X[lo:hi], L.X[lo:].T, out=dst)
                     if L.b is not None:
                         dst += 1.0
-                    dst *= L.D[lo:hi] @ L.D[lo:].T
+                    dst *= torch.mm(L.D[lo:hi], L.D[lo:].T, out=T)
                 if j > 0:
-                    R += tmp
-            blocks.append(R)
-        return _UpperBlocks(blocks, cuts)
+                    R += S[0]
+            yield lo, hi, R
+
+    def _gram_sweep(self, e: torch.Tensor):
+        """diag K, K e and the row sums Σ_j K_ij², from one sweep over the blocks of K on and above
+        the diagonal, each read while it is in cache (K itself is never stored). Each stored entry
+        also stands for its mirror image below the diagonal."""
+        n = self.n
+        diag = torch.empty(n, dtype=torch.float64)
+        Ke = torch.zeros(n, dtype=torch.float64)
+        sq = torch.zeros(n, dtype=torch.float64)
+        for lo, hi, R in self._gram_rows():
+            m = hi - lo
+            diag[lo:hi] = torch.diagonal(R[:, :m])
+            Ke[lo:hi] += R @ e[lo:]
+            Ke[hi:] += R[:, m:].T @ e[lo:hi]
+            R *= R                                       # the block is not read again
+            sq[lo:hi] += R.sum(1)
+            sq[hi:] += R[:, m:].sum(0)
+        return diag, Ke, sq
 
     def __matmul__(self, V) -> torch.Tensor:
         """J V for V of shape (p,) or (p, k): (J V)_i = Σ_l δ_ilᵀ V_l x_il, O(n p) per column."""

@@ -51,14 +51,15 @@ def test_factored_products_equal_loop_jacobian(name, block, monkeypatch):
     got = fj.gram()
     assert torch.equal(got, got.T)                                  # symmetric to the last bit
     assert float((got - K).abs().max()) <= TOL * float(K.abs().max())
-    # what the metrics read off the upper blocks, without the lower triangle
-    up = fj._gram_blocks()
-    assert len(up.blocks) == (1 if block is None else -(-X.shape[0] // block))
+    # what the metrics read off the upper blocks in one sweep, without the lower triangle or K
+    rows = [(lo, hi) for lo, hi, _ in fj._gram_rows()]
+    assert len(rows) == (1 if block is None else -(-X.shape[0] // block))
     e = torch.randn(X.shape[0], generator=torch.Generator().manual_seed(7), dtype=DT)
-    assert torch.allclose(up.diagonal(), torch.diagonal(K), rtol=TOL, atol=0)
-    assert torch.allclose(up.matvec(e), K @ e, rtol=0, atol=TOL * float((K.abs() @ e.abs()).max()))
-    assert torch.allclose(up.row_sums_of_squares(), (K * K).sum(1), rtol=TOL, atol=0)
-    assert torch.equal(up.full(), got)
+    diag, Ke, sq = fj._gram_sweep(e)
+    assert torch.allclose(diag, torch.diagonal(K), rtol=TOL, atol=0)
+    assert torch.allclose(fj.row_norms2(), torch.diagonal(K), rtol=TOL, atol=0)
+    assert torch.allclose(Ke, K @ e, rtol=0, atol=TOL * float((K.abs() @ e.abs()).max()))
+    assert torch.allclose(sq, (K * K).sum(1), rtol=TOL, atol=0)
     rng = torch.Generator().manual_seed(6)
     V = torch.randn(model.p, 3, generator=rng, dtype=DT)
     u = torch.randn(X.shape[0], generator=rng, dtype=DT)
@@ -184,7 +185,11 @@ def test_from_model_routes_agree_and_factored_never_writes_J(block_rows, monkeyp
         assert abs(a - b) <= 1e-12 * abs(b), k
     assert np.allclose(fac.g(V), jac.g(V), rtol=1e-12)
     assert abs(fac.g_subspace(V) - jac.g_subspace(V)) <= 1e-12 * abs(jac.g_subspace(V))
-    assert fac._factor is None and fac._K is None                   # the metrics used K's upper blocks and J·V
+    assert fac._factor is None and fac._K is None                   # the metrics used one sweep of K's upper blocks and J·V
+    lone = ng.NoiseGeometry.from_model(model, theta, X, y)          # g and Tr Σ₁ alone need no Gram sweep
+    assert np.allclose(lone.g(V), jac.g(V), rtol=1e-12)
+    assert abs(lone.trace_sigma1() - jac.trace_sigma1()) <= 1e-12 * jac.trace_sigma1()
+    assert lone._sweep_cache is None and lone._K is None
     assert torch.allclose(fac.K, jac.K, rtol=1e-13, atol=0)
     assert torch.allclose(fac.factor, jac.factor, rtol=0, atol=1e-14)   # written out on request
     assert torch.allclose(fac.factor_times(V), jac.factor_times(V), rtol=0, atol=1e-13)
