@@ -4,6 +4,7 @@
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
 #   make student   student edition (solutions removed) -> _build/student/html
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
+#   make widget-times  the time of every chapter's widget update (scripts/widget_times.py)
 #   make lab       JupyterLab with jupytext + jupyterlab-myst: chapters open as notebooks
 #   make clean     remove build outputs (keeps .venv and node_modules; `make distclean` removes those too)
 
@@ -23,10 +24,10 @@ ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
 WEB_STAMP := $(WEB)/node_modules/.noisegeom-stamp
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup assets chromium book test student bench lab clean distclean
+.PHONY: help setup assets chromium book test student bench widget-times lab clean distclean
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 ## set-up ---------------------------------------------------------------------
 
@@ -85,6 +86,9 @@ student: setup assets
 
 bench: setup
 	$(PY) scripts/bench.py
+
+widget-times: setup
+	$(PY) scripts/widget_times.py
 
 lab: setup
 	@echo "==> installing JupyterLab and jupyterlab-myst (the Binder pins)"

@@ -550,40 +550,6 @@ def cnn_section() -> dict:
     return out
 
 
-def widget_render_time():
-    """Render time of one plot function of a widget (a band over seeds of a small SGD run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lin = ng.linear_model(20)
-    Xl = ng.gaussian_inputs(40, ng.power_law_spectrum(20, 1.0), seed=1)
-    yl = Xl @ torch.ones(20, dtype=DT)
-
-    def plot_sgd(eta=0.2, batch_size=4):
-        tr = ng.simulate(lin, Xl, yl, torch.zeros(20, dtype=DT), eta=eta, steps=100, batch_size=batch_size,
-                         n_seeds=20, seed=0, record_every=5)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ng.plotting.band(ax, tr.steps, tr.loss, label="SGD")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend()
-        return fig
-
-    _, _, render = ng.widgets.build_controls(plot_sgd, eta=(0.05, 0.5, 0.05), batch_size=[1, 4, 10])
-
-    def draw():
-        fig, _ = render()
-        fig.canvas.draw()
-        plt.close(fig)
-
-    t, _ = best_time(draw, repeat=5)
-    emit("widget_render_s", t)
-    return t
-
-
 # ------------------------------------------------------------------ main
 
 def main() -> None:
@@ -620,11 +586,6 @@ def main() -> None:
     tl = twolayer_section()
     sc = scaling_section()
     cn = cnn_section()
-    try:
-        t_render = widget_render_time()
-    except Exception as exc:  # optional figure: never fail the benchmark on it
-        print(f"# widget render skipped: {exc!r}")
-        t_render = None
     kept = page_fault_free_section()                     # last: it changes the allocator for good
     total = time.perf_counter() - t_start
     load1 = load()
@@ -677,9 +638,6 @@ def main() -> None:
         "", "report", None)
     row("(d) metrics time ∝ n^a (p = 10⁴)", f"a = {sc['a_n']:.2f}", "", "report", None)
     row("(d) metrics time ∝ p^b (n = 10³, p through width)", f"b = {sc['a_p']:.2f}", "", "report", None)
-    if t_render is not None:
-        row("widget render, one plot: 20 SGD runs + matplotlib (s)", f"{float(t_render):.3f}", f"{t_render.cpu:.3f}",
-            "aim 0.15", None)
     row("context: route through J, speed-up over dense (bound 2p/n = 20)", f"{tl['sp_a_jr'][0]:.1f}{x}",
         f"{tl['sp_a_jr'][1]:.1f}{x}", "context", None)
     row("context: route through J, all metrics / J", f"{tl['r_c_jr'][0]:.2f}", f"{tl['r_c_jr'][1]:.2f}", "context",

@@ -49,11 +49,12 @@ def test_build_controls_makes_widgets_and_render_returns_a_figure():
 
 
 def test_explore_displays_the_static_figure_then_the_controls(monkeypatch):
-    """Replace IPython's display by a recorder: first the figure (with a display id), then a VBox."""
+    """Replace IPython's display by a recorder: first the figure (with a display id), then a VBox;
+    the figures handed to the PNG step are recorded too."""
     import IPython.display
     import ipywidgets
 
-    shown, updates = [], []
+    shown, updates, drawn = [], [], []
 
     class Handle:
         def update(self, obj):
@@ -63,21 +64,46 @@ def test_explore_displays_the_static_figure_then_the_controls(monkeypatch):
         shown.append((objs, display_id))
         return Handle() if display_id else None
 
+    real_to_image = ng.widgets._to_image
+
+    def spy_to_image(fig):
+        drawn.append(fig)
+        return real_to_image(fig)
+
     monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(ng.widgets, "_to_image", spy_to_image)
     before = set(plt.get_fignums())
     ng.widgets.explore(plot_line, slope=(0.0, 2.0, 0.5), n=(5, 20))
     assert len(shown) == 2
-    (fig,), did = shown[0]
-    assert isinstance(fig, Figure) and did is True               # the static figure at the defaults
-    assert np.allclose(fig.axes[0].lines[0].get_ydata(), np.arange(10))
+    (img,), did = shown[0]
+    assert isinstance(img, IPython.display.Image) and img.format == "png" and did is True   # static figure
+    assert np.allclose(drawn[0].axes[0].lines[0].get_ydata(), np.arange(10))              # at the defaults
     (box,), _ = shown[1]
     assert isinstance(box, ipywidgets.VBox) and len(box.children) == 2
     assert set(plt.get_fignums()) == before                      # figures are closed, not shown twice
     slope = next(w for w in box.children if w.description == "slope")
     slope.value = 2.0                                            # a control redraws the same output
-    assert len(updates) == 1 and isinstance(updates[0], Figure)
-    assert np.allclose(updates[0].axes[0].lines[0].get_ydata(), 2 * np.arange(10))
+    assert len(updates) == 1 and isinstance(updates[0], IPython.display.Image)
+    assert updates[0].data != img.data
+    assert np.allclose(drawn[1].axes[0].lines[0].get_ydata(), 2 * np.arange(10))
     assert set(plt.get_fignums()) == before
+
+
+def _png_size(data: bytes) -> tuple:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")   # IHDR width, height
+
+
+def test_to_image_draws_the_whole_canvas_with_a_layout_engine_else_the_tight_box():
+    fig = plt.figure(figsize=(4, 3), dpi=50, layout="constrained")
+    fig.add_subplot().plot([0, 1])
+    assert _png_size(ng.widgets._to_image(fig).data) == (200, 150)          # constrained layout: as is
+    plt.close(fig)
+    fig = plt.figure(figsize=(4, 3), dpi=50, layout="none")                 # default margins, no engine:
+    fig.add_subplot().plot([0, 1])
+    w, h = _png_size(ng.widgets._to_image(fig).data)                        # cropped to the tight box
+    assert w < 200 and h < 150
+    plt.close(fig)
 
 
 def test_explore_runs_outside_a_kernel(capsys):
@@ -97,8 +123,8 @@ def test_explore_runs_outside_a_kernel(capsys):
         ng.widgets.explore(plot_line, slope=(0.0, 2.0, 0.5))
     finally:
         IPython.display.display = real
-    assert isinstance(captured[0], Figure) and isinstance(captured[1], ipywidgets.VBox)
-    assert "Figure" in capsys.readouterr().out
+    assert isinstance(captured[0], IPython.display.Image) and isinstance(captured[1], ipywidgets.VBox)
+    assert "Image" in capsys.readouterr().out
     captured[1].children[0].value = 0.5                          # no handle: redraw silently
 
 

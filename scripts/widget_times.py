@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Time every chapter's widget update (`make widget-times`). Not a test.
+
+Each chapter with an ``ng.widgets.explore`` call is executed on a fresh kernel, as the book
+build does (one thread), with ``explore`` replaced by a recorder. Its plotting function is
+then called at the default settings and with each control moved, one at a time, to each end
+of its range (the first and last option of a list, the minimum and maximum of a slider). An
+update is timed the way a live page pays for it: the plotting function plus the PNG that
+``explore`` draws for the page. The aim is under
+150 ms per update. Prints one ``name: value`` line per chapter and setting,
+then a table: the update at the defaults and the slowest update. Runtime: about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AIM_S = 0.15
+REPEAT = 3
+
+# Runs before the chapter: record the explore() calls instead of displaying widgets.
+RECORD = """
+import noisegeom as _ng
+_WIDGETS = []
+def _record(plot_fn, **controls):
+    _WIDGETS.append((plot_fn, controls))
+_ng.widgets.explore = _record
+"""
+
+# Runs after the chapter: time each recorded plotting function, print one JSON line per widget.
+TIME = """
+import inspect as _inspect, json as _json, time as _time
+import ipywidgets as _ipw
+import matplotlib.pyplot as _plt
+
+def _ends(w):
+    if isinstance(w, (_ipw.Dropdown, _ipw.ToggleButtons, _ipw.RadioButtons, _ipw.Select)):
+        return [w.options[0][1] if isinstance(w.options[0], tuple) else w.options[0],
+                w.options[-1][1] if isinstance(w.options[-1], tuple) else w.options[-1]]
+    if hasattr(w, "min") and hasattr(w, "max"):
+        return [w.min, w.max]
+    return []
+
+def _update_seconds(fn, kwargs):
+    # (whole update, of which drawing the PNG), from the fastest of REPEAT updates
+    best = (float("inf"), 0.0)
+    for _ in range(REPEAT):
+        t0 = _time.perf_counter()
+        fig = fn(**kwargs)
+        t1 = _time.perf_counter()
+        _ng.widgets._to_image(fig)
+        t2 = _time.perf_counter()
+        best = min(best, (t2 - t0, t2 - t1))
+        _plt.close(fig)
+    return best
+
+for _fn, _controls in _WIDGETS:
+    _made, _values, _ = _ng.widgets.build_controls(_fn, **_controls)
+    _base = _values()
+    _update_seconds(_fn, _base)                       # first call: caches and imports
+    _rows = [("defaults", _update_seconds(_fn, _base))]
+    for _name, _w in _made.items():
+        for _v in _ends(_w):
+            if _v != _base[_name]:
+                _rows.append((f"{_name}={_v}", _update_seconds(_fn, {**_base, _name: _v})))
+    print("WIDGET " + _json.dumps({"function": _fn.__name__, "rows": _rows}))
+""".replace("REPEAT", str(REPEAT))
+
+
+def chapter_widgets(path: str, timeout: int) -> list[dict]:
+    nb = jupytext.read(path)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(RECORD))
+    nb.cells.append(nbformat.v4.new_code_cell(TIME))
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    out = []
+    for cell in nb.cells[-1:]:
+        for o in cell.get("outputs", []):
+            for line in o.get("text", "").splitlines():
+                if line.startswith("WIDGET "):
+                    out.append(json.loads(line[len("WIDGET "):]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chapters", nargs="*", help="chapter files (default: every chapter with a widget)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")       # as the book build runs the chapters
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    paths = args.chapters or sorted(p for p in glob.glob(os.path.join(ROOT, "chapters", "*.md"))
+                                    if "ng.widgets.explore(" in open(p, encoding="utf-8").read())
+    table = []
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        print(f"# {name}: executing", flush=True)
+        for w in chapter_widgets(path, args.timeout):
+            for setting, (s, png) in w["rows"]:
+                print(f"{name}.{w['function']}[{setting}]: {s:.3f} (PNG {png:.3f})", flush=True)
+            slow_setting, (slow, _) = max(w["rows"], key=lambda r: r[1][0])
+            base, png = w["rows"][0][1]
+            table.append((f"{name}: {w['function']}", base, png, slow, slow_setting))
+    w0 = max(len(r[0]) for r in table)
+    w4 = max(10, max(len(r[4]) for r in table))
+    print()
+    print(f"| {'widget'.ljust(w0)} | defaults (s) | of which PNG | slowest (s) | {'slowest at'.ljust(w4)} "
+          f"| under {AIM_S:g} s |")
+    print(f"|{'-' * (w0 + 2)}|--------------|--------------|-------------|{'-' * (w4 + 2)}|--------------|")
+    for name, base, png, slow, where in table:
+        print(f"| {name.ljust(w0)} | {base:12.3f} | {png:12.3f} | {slow:11.3f} | {where.ljust(w4)} "
+              f"| {'yes' if slow < AIM_S else 'NO':>12} |")
+    print(f"\n(best of {REPEAT} updates each: the plotting function and its PNG; one thread)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
