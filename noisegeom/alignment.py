@@ -31,7 +31,7 @@ import torch
 from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_int, check_loss_positive
+from ._checks import as_tensor, check_loss_positive
 from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
 from .curvature import gauss_newton_operator
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian

@@ -16,7 +16,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, jvp, vmap
 
-from ._checks import DTYPE, as_tensor, check_int
+from ._checks import as_tensor, check_int
 from .autodiff import _check_inputs, _sample_loss
 
 __all__ = [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import DTYPE, as_tensor, check_batch_size, check_int
+from ._checks import as_tensor, check_batch_size, check_int
 
 __all__ = [
     "batch_noise_factor",

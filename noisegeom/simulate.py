@@ -27,7 +27,7 @@ import torch
 from torch.func import grad, vmap
 
 from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
-from .autodiff import LOSSES, _check_inputs, _losses_of_outputs, _sample_loss
+from .autodiff import _check_inputs, _losses_of_outputs, _sample_loss
 from .models import FlatModel
 from .noise import batch_noise_factor, sample_batches
 

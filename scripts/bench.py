@@ -508,7 +508,7 @@ def scaling_section() -> dict:
     print(f"# all metrics, factored route, seconds: n -> {fmt(ns, t_fac_n)} (p = 10000) | p -> "
           f"{fmt(ps, t_fac_p)} (n = 1000; p = width·d, d = {D})", flush=True)
     print(f"# μ through J (J given), seconds: n -> {fmt(ns, t_jr_n)} | p -> {fmt(ps, t_jr_p)}", flush=True)
-    print(f"# expected: factored ≈ n²(d + width) + n·p·(directions), so in p (through the width) well "
+    print("# expected: factored ≈ n²(d + width) + n·p·(directions), so in p (through the width) well "
           f"below 1 and in n between 1 and 2; through J n²p: exponents 2 and 1", flush=True)
     return out
 

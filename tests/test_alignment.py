@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import noisegeom as ng
-from _fixtures import (DT, dense_loss_hessian, dense_sigma1, loop_ggn, loop_outputs, loop_per_sample_gradients,
+from _fixtures import (dense_loss_hessian, dense_sigma1, loop_ggn, loop_outputs, loop_per_sample_gradients,
                        models_for_tests, random_theta, sample_loss_of_output)
 
 # forward-mode AD (the HVPs) makes torch import its jit decompositions once, which warns

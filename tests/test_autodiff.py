@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import noisegeom as ng
-from _fixtures import (DT, loop_ggn, loop_jacobian, loop_outputs, loop_per_sample_gradients, models_for_tests,
+from _fixtures import (loop_ggn, loop_jacobian, loop_outputs, loop_per_sample_gradients, models_for_tests,
                        module_at, random_theta, sample_loss_of_output)
 
 CASES = models_for_tests()

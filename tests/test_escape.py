@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import noisegeom as ng
-from noisegeom.escape import (BASIN_NOISES, DoubleBasin, LeastSquaresProblem, aligned_escape,
+from noisegeom.escape import (BASIN_NOISES, DoubleBasin, aligned_escape,
                               basin_escape, cycle_growth, cyclical_schedule, find_minimum,
                               group_fractions, hessian_spectra, least_squares_escape,
                               least_squares_mu_h, prescribed_least_squares, second_moment_operator,
