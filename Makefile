@@ -1,12 +1,12 @@
 # Noise Geometry: set-up, build and test. See README.md.
 #
-#   make book      set up .venv + web assets (only when needed), strict executed build -> _build/html
+#   make book      set up .venv (only when needed), strict executed build -> _build/html
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
 #   make student   student edition (solutions removed) -> _build/student/html
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
 #   make widget-times  the time of every chapter's widget update (scripts/widget_times.py)
 #   make lab       JupyterLab with jupytext + jupyterlab-myst: chapters open as notebooks
-#   make clean     remove build outputs (keeps .venv and node_modules; `make distclean` removes those too)
+#   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -15,16 +15,14 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-WEB    := scripts/web
 
 # The environment is (re)installed only when requirements.txt or pyproject.toml
 # change: the stamp's name carries a hash of both files.
 ENV_HASH  := $(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
-WEB_STAMP := $(WEB)/node_modules/.noisegeom-stamp
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup assets chromium book test student bench widget-times lab clean distclean
+.PHONY: help setup chromium book test student bench widget-times lab clean distclean
 
 help:
 	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -41,15 +39,6 @@ $(ENV_STAMP):
 	@rm -f $(VENV)/.noisegeom-env-*
 	@touch $@
 
-# The ipywidgets embed manager, from npm, pinned by package-lock.json. Only the
-# files the site uses are copied into it (see _ext/offline_assets.py).
-assets: $(WEB_STAMP)
-
-$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
-	@echo "==> installing web assets (npm ci in $(WEB))"
-	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund
-	@touch $@
-
 # Debian's Chromium for the browser test (never Playwright's own download).
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
@@ -62,13 +51,13 @@ chromium:
 
 ## build and test -------------------------------------------------------------
 
-book: setup assets
+book: setup
 	@scripts/build_book.sh book
 
 # Builds the book exactly once (strict, cached execution), then runs pytest on
 # tests/. A failed build does not stop the tests (so every failure is listed)
 # but always makes `make test` fail.
-test: setup assets chromium
+test: setup chromium
 	@build_rc=0; test_rc=0; \
 	scripts/build_book.sh book || build_rc=$$?; \
 	echo "==> pytest tests/"; \
@@ -81,7 +70,7 @@ test: setup assets chromium
 	if [ $$build_rc -ne 0 ] || [ $$test_rc -ne 0 ]; then exit 1; fi; \
 	echo "make test: all passed (screenshots in _build/screenshots/)"
 
-student: setup assets
+student: setup
 	@scripts/build_book.sh student
 
 bench: setup
@@ -102,4 +91,4 @@ clean:
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(WEB)/node_modules *.egg-info
+	rm -rf $(VENV) *.egg-info

@@ -1,23 +1,17 @@
-"""Serve MathJax and the ipywidgets embed manager from the built site itself.
+"""Serve MathJax from the built site itself, and ship only what a browser loads.
 
 The book must render with no network: no ``<script>`` or stylesheet may come
-from a CDN. This Sphinx extension ships only the files a reader's browser
-actually loads:
+from a CDN. This Sphinx extension copies MathJax 3 (``tex-chtml-full.js``, all
+TeX extensions built in, plus its CHTML woff fonts) from the PyPI package
+``sphinx-mathjax-offline`` (which carries MathJax 3.2.2; we do not load that
+package as an extension because it copies all 24 MB of MathJax into every
+build). ``_config.yml`` points ``mathjax_path`` at ``_static/mathjax/...``;
+this extension copies the files there when the HTML build finishes.
 
-* MathJax 3 (``tex-chtml-full.js``, all TeX extensions built in, plus its
-  CHTML woff2 fonts), taken from the PyPI package ``sphinx-mathjax-offline``
-  (which carries MathJax 3.2.2; we do not load that package as an extension
-  because it copies all 24 MB of MathJax into every build);
-* the ipywidgets embed manager ``@jupyter-widgets/html-manager`` (its
-  self-contained ``dist/embed.js`` bundle plus the woff2 icon fonts it
-  references), installed from npm into ``scripts/web/node_modules`` by
-  ``make assets`` (``npm ci`` against ``scripts/web/package-lock.json``),
-  preceded by ``static/mathjax3-compat.js``, a ten-line shim that lets the
-  manager's MathJax 2 call typeset widget labels with MathJax 3.
-
-``_config.yml`` points ``mathjax_path`` and myst-nb's ``nb_ipywidgets_js`` at
-``_static/mathjax/...`` and ``_static/widgets/...``; this extension copies the
-files there when the HTML build finishes.
+The website has no ipywidgets: its interactive figures are precomputed frames
+(``noisegeom.widgets.explore`` and ``widget_frames.py``), so no widget manager
+is shipped, and ``nb_ipywidgets_js`` is empty so that myst-nb never points a
+page at one on a CDN.
 
 It also keeps the site small and free of remote references: it removes the
 themes' source maps (``*.map``, loaded only by browser developer tools), the
@@ -41,21 +35,12 @@ logger = logging.getLogger(__name__)
 
 MATHJAX_ENTRY = "tex-chtml-full.js"
 MATHJAX_FONTS = "output/chtml/fonts/woff-v2"
-WIDGETS_PACKAGE = "scripts/web/node_modules/@jupyter-widgets/html-manager"
-WIDGETS_FILES = ("embed.js", "embed.js.LICENSE.txt")
-# Our own shim, loaded before embed.js: see the file's comment.
-WIDGETS_SHIM = Path(__file__).parent / "static" / "mathjax3-compat.js"
 
 
 def mathjax_source() -> Path:
     """Folder holding MathJax 3 inside the installed sphinx-mathjax-offline."""
     dist = metadata.distribution("sphinx-mathjax-offline")
     return Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
-
-
-def widgets_source(srcdir: str | Path) -> Path:
-    """Folder holding the html-manager build (``dist``) installed by npm."""
-    return Path(srcdir) / WIDGETS_PACKAGE / "dist"
 
 
 def _check_sources(app: Sphinx) -> None:
@@ -70,12 +55,6 @@ def _check_sources(app: Sphinx) -> None:
         ) from err
     if not (mj / MATHJAX_ENTRY).is_file():
         raise ExtensionError(f"offline_assets: {mj / MATHJAX_ENTRY} is missing")
-    wd = widgets_source(app.srcdir)
-    if not (wd / "embed.js").is_file():
-        raise ExtensionError(
-            f"offline_assets: {wd / 'embed.js'} is missing; run `make assets` "
-            "(npm ci in scripts/web) before building the book."
-        )
 
 
 def _copy_assets(app: Sphinx, exc: Exception | None) -> None:
@@ -89,15 +68,7 @@ def _copy_assets(app: Sphinx, exc: Exception | None) -> None:
     for font in sorted((mj_src / MATHJAX_FONTS).glob("*.woff")):
         shutil.copy2(font, mj_dst / MATHJAX_FONTS / font.name)
 
-    wd_src, wd_dst = widgets_source(app.srcdir), static / "widgets"
-    wd_dst.mkdir(parents=True, exist_ok=True)
-    for name in WIDGETS_FILES:
-        shutil.copy2(wd_src / name, wd_dst / name)
-    shutil.copy2(WIDGETS_SHIM, wd_dst / WIDGETS_SHIM.name)
-    # embed.js bundles Font Awesome's CSS; browsers fetch only the woff2 fonts.
-    for font in sorted(wd_src.glob("*.woff2")):
-        shutil.copy2(font, wd_dst / font.name)
-    logger.info("offline_assets: MathJax and the widget manager copied to _static")
+    logger.info("offline_assets: MathJax copied to _static")
 
     # Ship only what a browser loads.
     for path in sorted(static.rglob("*.map")):

@@ -59,6 +59,11 @@ esac
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
        OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
+# The website's interactive figures: noisegeom.widgets.explore renders each over a grid of
+# its controls' values into this folder (kept beside the execution cache, which its
+# outputs belong to); _ext/widget_frames.py copies the frames the pages use into the site.
+export NOISEGEOM_WIDGET_FRAMES=${NOISEGEOM_WIDGET_FRAMES:-$ROOT/_build/widget_frames}
+
 mkdir -p "$out"
 rm -f "$out/build.rc"
 start=$(date +%s)

@@ -31,7 +31,7 @@ REPEAT = 3
 RECORD = """
 import noisegeom as _ng
 _WIDGETS = []
-def _record(plot_fn, **controls):
+def _record(plot_fn, web=None, **controls):
     _WIDGETS.append((plot_fn, controls))
 _ng.widgets.explore = _record
 """

@@ -6,10 +6,12 @@
 * test_build_succeeded: the strict build exited 0 (else: the warnings/errors).
 * test_page_in_browser[...]: every page opened in headless Chromium with all
   non-localhost requests blocked: math typeset, proof/exercise/solution
-  blocks rendered, every image loaded, widgets rendered from their saved
-  state, no console errors; a screenshot per page in _build/screenshots/.
-* static checks of the HTML (no remote script/CSS, a static figure in every
-  widget cell, size budget) and of the Binder requirements.
+  blocks rendered, every image loaded, no console errors; a screenshot per
+  page in _build/screenshots/.
+* static checks of the HTML (no remote script/CSS, no ipywidgets left on the
+  site, size budget) and of the Binder requirements.
+
+The interactive figures are checked in tests/test_site_figures.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ PAGES = html_pages()
 PAGE_IDS = [str(p.relative_to(HTML)) for p in PAGES]
 SITE_BUDGET_MB = 40
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_MIME = re.compile(r"application/vnd\.jupyter\.widget-(view|state)\+json")
 
 
 # --------------------------------------------------------------------- build
@@ -87,30 +88,25 @@ def test_no_remote_scripts_or_styles(built_html):
 
 
 def test_offline_assets_are_served(built_html):
-    """MathJax and the widget manager are in _static, and pages point at them."""
+    """MathJax and the figures' script are in _static, and pages point at them."""
     static = built_html / "_static"
     assert (static / "mathjax" / "tex-chtml-full.js").is_file()
     assert list((static / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
-    assert (static / "widgets" / "embed.js").is_file()
+    assert (static / "explorer.js").is_file() and (static / "explorer.css").is_file()
     for page in html_pages():
         html = page.read_text(encoding="utf-8")
         srcs = [t.get("src").split("?")[0] for t in _soup(page).find_all("script", src=True)]
         if 'class="math' in html:
             assert any(s.endswith("_static/mathjax/tex-chtml-full.js") for s in srcs), page
-        if WIDGET_STATE in html:
-            assert any(s.endswith("_static/widgets/embed.js") for s in srcs), page
+        if "ng-explorer" in html:
+            assert any(s.endswith("_static/explorer.js") for s in srcs), page
 
 
-def test_every_widget_cell_has_a_static_figure(built_html):
-    """A cell that shows widgets also shows a figure that needs no JavaScript."""
-    missing = []
-    for page in html_pages():
-        soup = _soup(page)
-        for view in soup.find_all("script", type=WIDGET_VIEW):
-            cell = view.find_parent("div", class_="cell")
-            if cell is None or not cell.find("img"):
-                missing.append(f"{page.relative_to(built_html)}: widget without a static <img> in its cell")
-    assert not missing, "\n".join(missing)
+def test_no_ipywidgets_on_the_website(built_html):
+    """A static site has no kernel: an ipywidgets control there would move and change nothing.
+    The interactive figures are precomputed instead (tests/test_site_figures.py)."""
+    dead = [str(p.relative_to(built_html)) for p in html_pages() if WIDGET_MIME.search(p.read_text(encoding="utf-8"))]
+    assert not dead, "pages with ipywidgets (dead controls without a kernel): " + ", ".join(dead)
 
 
 def test_site_size_budget(built_html):
@@ -194,19 +190,6 @@ OPEN_DROPDOWNS = """() => {
   return bad;
 }"""
 
-CHECK_WIDGETS = """() => {
-  const views = Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'));
-  return views.map(v => {
-    const area = v.previousElementSibling;
-    const rendered = !!(area && area.classList.contains('widget-subarea') && area.querySelector('.jupyter-widgets'));
-    const cell = v.closest('div.cell');
-    const imgs = cell ? Array.from(cell.querySelectorAll('img')) : [];
-    const figure = imgs.some(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0);
-    return {rendered, figure};
-  });
-}"""
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("page", PAGES or [None], ids=PAGE_IDS or ["no-pages-built"])
 def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
@@ -237,11 +220,6 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
             tab.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
                                   timeout=30_000)
             tab.evaluate("() => MathJax.startup.promise")
-        n_views = tab.locator(f'script[type="{WIDGET_VIEW}"]').count()
-        if n_views:
-            tab.wait_for_function(
-                "n => document.querySelectorAll('.widget-subarea .jupyter-widgets').length >= n",
-                arg=n_views, timeout=30_000)
         # Scroll through the page so that nothing waits for visibility, then settle.
         tab.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 800) {"
                      " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } window.scrollTo(0, 0); }")
@@ -251,7 +229,6 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
         images_bad = tab.evaluate(CHECK_IMAGES)
         raw_bad = tab.evaluate(CHECK_RAW_DIRECTIVES)
         blocks = tab.evaluate(CHECK_BLOCKS)
-        widgets = tab.evaluate(CHECK_WIDGETS)
         dropdowns_bad = tab.evaluate(OPEN_DROPDOWNS)   # the screenshot shows them open
         tab.wait_for_timeout(300)
         shot = screenshot_dir / (rel.replace("/", "__").removesuffix(".html") + ".png")
@@ -279,11 +256,6 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
             failures.append(f"{kind} blocks: {got['count']} rendered, {expected} in the source")
         if got["untitled"] or got["invisible"]:
             failures.append(f"{kind} blocks: {got['untitled']} without title, {got['invisible']} invisible")
-    for i, w in enumerate(widgets):
-        if not w["rendered"]:
-            failures.append(f"widget {i}: controls not rendered from the saved widget state")
-        if not w["figure"]:
-            failures.append(f"widget {i}: no visible static figure in its cell")
     assert not failures, f"{rel} (screenshot: {shot.relative_to(ROOT)}):\n" + "\n".join(failures)
 
 

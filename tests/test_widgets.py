@@ -152,3 +152,123 @@ def test_plotting_helpers():
     assert len(cs.levels) > 3
     plt.close(fig)
     assert fig.number not in plt.get_fignums()
+
+
+# ------------------------------------------------------------- the website's precomputed grid
+
+def _controls(**controls):
+    made, _, _ = ng.widgets.build_controls(plot_line, **controls)
+    return made
+
+
+def plot_flag(slope=1.0, kind="a", n=10, log=False):
+    return plot_line(slope, kind, n)
+
+
+def test_web_grid_defaults_cover_every_option_and_the_ends_of_every_slider():
+    made, _, _ = ng.widgets.build_controls(plot_flag, slope=(0.0, 2.0, 0.05), kind=["a", "b", "c"],
+                                           n=(5, 20), log=False)
+    grid = ng.widgets.WebGrid(made)
+    c = {d["name"]: d for d in grid.controls}
+    assert c["slope"]["values"] == [0.0, 0.5, 1.0, 1.5, 2.0]            # exact decimals, not 0.15000000000000002
+    assert c["slope"]["labels"] == ["0", "0.5", "1", "1.5", "2"] and c["slope"]["values"][c["slope"]["default"]] == 1.0
+    assert c["n"]["values"][0] == 5 and c["n"]["values"][-1] == 20 and 10 in c["n"]["values"]
+    assert len(c["n"]["values"]) == 5 and all(isinstance(v, int) for v in c["n"]["values"])
+    assert c["kind"]["values"] == ["a", "b", "c"] and c["log"]["values"] == [False, True]
+    assert len(grid.settings) == 5 * 3 * 5 * 2 == len(set(grid.settings))
+    assert grid.kwargs(grid.settings[0]) == {"slope": 1.0, "kind": "a", "n": 10, "log": False}   # defaults first
+    assert grid.describe() == "every combination of the values the controls offer"
+
+
+def test_web_grid_blocks_are_products_around_the_defaults():
+    made = _controls(slope=(0.0, 2.0, 0.05), kind=["a", "b"], n=(5, 20))
+    grid = ng.widgets.WebGrid(made, [{"slope": [0.0, 0.05, 1.0, 1.95, 2.0], "kind": None}, {"n": [5, 8, 12, 16, 20]}])
+    settings = [grid.kwargs(s) for s in grid.settings]
+    assert len(settings) == 5 * 2 + 5 == len({tuple(s.values()) for s in settings})   # 10 in the block, n alone
+    assert {"slope": 0.05, "kind": "b", "n": 10} in settings and {"slope": 1.0, "kind": "a", "n": 12} in settings
+    assert {"slope": 0.05, "kind": "a", "n": 12} not in settings                      # n only at the defaults
+    c = {d["name"]: d for d in grid.controls}
+    assert c["n"]["values"] == [5, 8, 10, 12, 16, 20]                                 # the default is added
+    assert grid.describe().startswith("every combination of slope and kind, and n one at a time around the defaults")
+    one = ng.widgets.WebGrid(made, {"slope": [0.0, 0.5, 1.0, 1.5, 2.0]})           # a dict: still every combination
+    assert len(one.settings) == 5 * 2 * 5
+
+
+@pytest.mark.parametrize("web, error, match", [
+    ({"slope": [0.33, 0.0, 2.0, 1.0, 0.5]}, ValueError, "0.33 of control 'slope' is not one of the slider's values"),
+    ({"slope": [0.5, 1.0]}, ValueError, "slider 'slope' lack its minimum and maximum"),
+    ({"slope": [0.0, 1.0, 2.0]}, ValueError, "slider 'slope' has 3 values on the website; it needs at least 5"),
+    ({"kind": ["a"]}, ValueError, "select 'kind' lack some of its options"),
+    ({"kind": ["z", "a", "b"]}, ValueError, "web value 'z' of control 'kind' is not one of its options"),
+    ({"eta": [1]}, ValueError, "web names 'eta', which is not one of the controls"),
+    ({"slope": "all"}, TypeError, "web values of control 'slope' must be a list"),
+    ({"slope": ["x", 0.0, 2.0]}, TypeError, "must be a number"),
+    ("everything", TypeError, "web must be None, a dict"),
+    ([], TypeError, "web must be None, a dict"),
+])
+def test_web_grid_rejects_bad_specifications(web, error, match):
+    with pytest.raises(error, match=match):
+        ng.widgets.WebGrid(_controls(slope=(0.0, 2.0, 0.05), kind=["a", "b"]), web)
+    with pytest.raises(error, match=match):                   # a live kernel checks it at once too
+        ng.widgets.explore(plot_line, slope=(0.0, 2.0, 0.05), kind=["a", "b"], web=web)
+
+
+def test_web_grid_refuses_too_many_frames_and_off_grid_defaults(monkeypatch):
+    made = _controls(slope=(0.0, 2.0, 0.01), n=(5, 500))
+    monkeypatch.setattr(ng.widgets, "MAX_FRAMES", 200)
+    slopes = [round(0.01 * k, 2) for k in range(201)]
+    with pytest.raises(ValueError, match=r"has 205 settings > MAX_FRAMES = 200"):   # 201 + n's 4 others
+        ng.widgets.WebGrid(made, [{"slope": slopes}, {"n": [5, 6, 200, 500]}])
+    assert len(ng.widgets.WebGrid(made, [{"slope": slopes[:195] + [2.0]}, {"n": [5, 6, 200, 500]}]).settings) == 200
+    with pytest.raises(ValueError, match="the default 1.0 is not on the slider's grid"):
+        ng.widgets.WebGrid(_controls(slope=(0.3, 2.0, 0.2)))
+
+
+def test_explore_in_the_book_build_writes_the_frames_and_one_html_output(monkeypatch, tmp_path):
+    """With NOISEGEOM_WIDGET_FRAMES set: one output (HTML + PNG), a frame file per setting,
+    and each frame is the figure drawn at its setting (compared with a direct drawing)."""
+    import base64
+    import html
+    import io
+    import json
+    import re
+
+    import IPython.display
+    from PIL import Image
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setenv(ng.widgets.FRAMES_ENV, str(tmp_path))
+    before = set(plt.get_fignums())
+    ng.widgets.explore(plot_line, slope=(0.0, 2.0, 0.5), kind=["a", "b"], web={"slope": None})
+    assert set(plt.get_fignums()) == before
+    assert len(shown) == 1
+    bundle = shown[0]._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "image/png", "text/plain"}
+    page = bundle["text/html"]
+    cfg = json.loads(html.unescape(re.search(r'data-ng-explorer="([^"]*)"', page).group(1)))
+    assert [c["name"] for c in cfg["controls"]] == ["slope", "kind"]
+    assert cfg["controls"][0]["labels"] == ["0", "0.5", "1", "1.5", "2"]
+    assert len(cfg["frames"]) == 10 and {p.name for p in tmp_path.iterdir()} == set(cfg["frames"].values())
+    # The inline figure is the frame at the defaults; the HTML controls start there.
+    inline = re.search(r'src="data:image/webp;base64,([^"]+)"', page).group(1)
+    assert base64.b64decode(inline) == (tmp_path / cfg["frames"]["2,0"]).read_bytes()
+    assert 'max="4" step="1" value="2"' in page and '<option value="0" selected>a</option>' in page
+    assert "computed in advance" in page and "Binder" in page
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=float)
+
+    for key, slope, kind in [("4,1", 2.0, "b"), ("0,0", 0.0, "a"), ("2,0", 1.0, "a")]:
+        fig = plot_line(slope=slope, kind=kind)
+        direct = pixels(ng.widgets.encode_frame(fig)[0])
+        plt.close(fig)
+        framed = pixels((tmp_path / cfg["frames"][key]).read_bytes())
+        assert framed.shape == direct.shape and np.abs(framed - direct).mean() < 1.0, key
+    others = [pixels((tmp_path / cfg["frames"][k]).read_bytes()) for k in ("4,1", "0,0")]
+    assert np.abs(others[0] - others[1]).mean() > 1.0          # different settings, different figures
+    assert pixels(base64.b64decode(bundle["image/png"])).shape[:2] == others[0].shape[:2]
+    # A second build with the same figures writes nothing new.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    ng.widgets.explore(plot_line, slope=(0.0, 2.0, 0.5), kind=["a", "b"], web={"slope": None})
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
