@@ -66,9 +66,9 @@ def test_explore_displays_the_static_figure_then_the_controls(monkeypatch):
 
     real_to_image = ng.widgets._to_image
 
-    def spy_to_image(fig):
+    def spy_to_image(fig, **kw):
         drawn.append(fig)
-        return real_to_image(fig)
+        return real_to_image(fig, **kw)
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
     monkeypatch.setattr(ng.widgets, "_to_image", spy_to_image)
@@ -87,6 +87,59 @@ def test_explore_displays_the_static_figure_then_the_controls(monkeypatch):
     assert updates[0].data != img.data
     assert np.allclose(drawn[1].axes[0].lines[0].get_ydata(), 2 * np.arange(10))
     assert set(plt.get_fignums()) == before
+
+
+def plot_panels(slope=1.0, panels=2):
+    fig, axes = plt.subplots(1, panels, figsize=(6, 3), dpi=50, layout="constrained", squeeze=False)
+    for ax in axes.ravel():
+        ax.plot(np.arange(10), slope * np.arange(10) ** 2)
+        ax.set_yscale("log")
+        ax.set_title(rf"slope $\alpha$ = {slope:.3g}")
+    return fig
+
+
+def test_live_figure_solves_the_layout_once_and_reuses_it(monkeypatch):
+    """Updates of the same figure skip constrained layout and keep the first drawing's axes
+    positions; a figure of another structure is laid out afresh; the picture matches a full
+    layout to within a pixel's shift of the axes."""
+    import io
+
+    from matplotlib import layout_engine
+    from PIL import Image
+
+    calls = []
+    real = layout_engine.do_constrained_layout
+    monkeypatch.setattr(layout_engine, "do_constrained_layout",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    live = ng.widgets.LiveFigure(plot_panels)
+    first = live.image()
+    assert len(calls) == 1
+    positions = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: positions.append([ax.get_position().bounds for ax in fig.axes])
+                        or real_close(fig))
+    second = live.image(slope=1e3)
+    assert len(calls) == 1 and live.reused == 1                  # no second layout solve
+    live.image(slope=1e3, panels=3)                              # other axes: solved afresh
+    assert len(calls) == 2 and live.reused == 1
+    monkeypatch.setattr(plt, "close", real_close)
+    full_fig = plot_panels(slope=1e3)
+    full = np.asarray(Image.open(io.BytesIO(ng.widgets._to_image(full_fig).data)).convert("RGB"), float)
+    assert np.allclose(positions[0], [ax.get_position().bounds for ax in full_fig.axes], atol=0.03)
+    real_close(full_fig)
+    fast = np.asarray(Image.open(io.BytesIO(second.data)).convert("RGB"), float)
+    assert fast.shape == full.shape and np.abs(fast - full).mean() < 8.0
+    assert second.data != first.data
+    # One renderer draws every update of the same size, cleared in between.
+    live = ng.widgets.LiveFigure(plot_panels)
+    live.image()
+    a = live.image(slope=5.0)
+    renderer = live._renderer[1]
+    live.image(slope=0.2)
+    b = live.image(slope=5.0)
+    assert live._renderer[1] is renderer and a.data == b.data
+    from matplotlib.mathtext import MathTextParser
+    assert MathTextParser._parse_cached.cache_info().maxsize >= 1024
 
 
 def _png_size(data: bytes) -> tuple:
