@@ -181,10 +181,8 @@ class LiveFigure:
         return (tuple(np.round(fig.get_size_inches(), 6)), fig.dpi,
                 tuple(type(ax).__name__ for ax in fig.axes))
 
-    def _draw(self, fig, compress_level: int):
-        from IPython.display import Image
+    def _pixels(self, fig) -> np.ndarray:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from PIL import Image as PILImage
 
         canvas = FigureCanvasAgg(fig)
         if self._renderer is not None:
@@ -193,17 +191,14 @@ class LiveFigure:
                 canvas.renderer, canvas._lastKey = renderer, key   # get_renderer reuses it
         canvas.draw()
         self._renderer = (canvas._lastKey, canvas.renderer)
-        buf = io.BytesIO()
-        PILImage.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png",
-                                                                  compress_level=compress_level)
-        return Image(data=buf.getvalue(), format="png")
+        return np.asarray(canvas.buffer_rgba())
 
-    def image(self, **kwargs):
-        """Draw ``plot_fn(**kwargs)`` and return it as an IPython PNG image."""
+    def rgba(self, **kwargs) -> np.ndarray:
+        """The figure ``plot_fn(**kwargs)`` as an RGBA array (height, width, 4)."""
         fig = self.plot_fn(**kwargs)
         try:
             if fig.get_layout_engine() is None:          # tight box, as the static figure
-                return _to_image(fig)
+                return _rgba(fig)
             first = self._key is None
             if not first and self._structure(fig) == self._key:
                 fig.set_layout_engine("none")
@@ -213,7 +208,7 @@ class LiveFigure:
                     if getattr(fig, name, None) is not None:
                         getattr(fig, name).set_position(xy)
                 self.reused += 1
-            img = self._draw(fig, 6 if first else 1)
+            pixels = self._pixels(fig)
             if first:
                 self._key = self._structure(fig)
                 self._layout = {
@@ -222,9 +217,19 @@ class LiveFigure:
                             for name in ("_suptitle", "_supxlabel", "_supylabel")
                             if getattr(fig, name, None) is not None},
                 }
-            return img
+            return pixels.copy()        # the renderer's buffer is drawn over by the next update
         finally:
             plt.close(fig)
+
+    def image(self, **kwargs):
+        """``plot_fn(**kwargs)`` as an IPython PNG image (the first at the usual compression)."""
+        from IPython.display import Image
+        from PIL import Image as PILImage
+
+        level = 6 if self._key is None else 1
+        buf = io.BytesIO()
+        PILImage.fromarray(self.rgba(**kwargs)).save(buf, format="png", compress_level=level)
+        return Image(data=buf.getvalue(), format="png")
 
 
 # ------------------------------------------------------------------ the website's grid
@@ -432,8 +437,9 @@ def _join(names) -> str:
 
 # --------------------------------------------------------------------- frames
 
-def encode_frame(fig) -> tuple[bytes, str]:
-    """A website frame: the figure reduced to a 256-colour palette, stored as lossless WebP.
+def encode_frame(pixels) -> tuple[bytes, str]:
+    """A website frame: an RGBA picture (or a Figure) reduced to a 256-colour palette, stored
+    as lossless WebP.
 
     The book's figures are flat colours, antialiased lines and translucent bands, which a
     palette holds without visible banding. On a three-panel figure of bands and legends this
@@ -442,23 +448,27 @@ def encode_frame(fig) -> tuple[bytes, str]:
     """
     from PIL import Image as PILImage
 
+    if not isinstance(pixels, np.ndarray):
+        pixels = _rgba(pixels)
     buf = io.BytesIO()
-    rgb = PILImage.fromarray(_rgba(fig)).convert("RGB")
+    rgb = PILImage.fromarray(pixels).convert("RGB")
     rgb.quantize(256, method=PILImage.Quantize.FASTOCTREE).save(buf, format="webp", lossless=True, method=4)
     return buf.getvalue(), ".webp"
 
 
 def render_frames(plot_fn, grid: WebGrid, folder) -> list[str]:
-    """Draw ``plot_fn`` at every setting of ``grid`` into ``folder``; file names by content."""
+    """Draw ``plot_fn`` at every setting of ``grid`` into ``folder``; file names by content.
+
+    The frames are drawn as a live widget draws its updates (:class:`LiveFigure`): the layout
+    solved at the defaults (the first setting) holds for every frame, so the axes stay put
+    when the reader moves a control, and the frames cost less to draw.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    live = LiveFigure(plot_fn)
     names = []
     for setting in grid.settings:
-        fig = plot_fn(**grid.kwargs(setting))
-        try:
-            data, ext = encode_frame(fig)
-        finally:
-            plt.close(fig)
+        data, ext = encode_frame(live.rgba(**grid.kwargs(setting)))
         name = hashlib.sha256(data).hexdigest()[:20] + ext
         path = folder / name
         if not path.exists():
