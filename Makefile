@@ -4,8 +4,9 @@
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
 #   make student   student edition (solutions removed) -> _build/student/html
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
-#   make widget-times  the time of every chapter's widget update (scripts/widget_times.py)
-#   make lab       JupyterLab with jupytext + jupyterlab-myst: chapters open as notebooks
+#   make widget-times  the time of every chapter's widget update in the kernel (scripts/widget_times.py)
+#   make widget-times-live  the same, key press to new figure, in JupyterLab (scripts/widget_times_live.py)
+#   make lab       JupyterLab as on Binder (.venv, its settings, one thread): chapters open as notebooks
 #   make clean     remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -16,25 +17,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-# The environment is (re)installed only when requirements.txt or pyproject.toml
-# change: the stamp's name carries a hash of both files.
-ENV_HASH  := $(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+# The environment is (re)installed only when requirements.txt,
+# .binder/requirements-lab.txt (the JupyterLab pins, for `make lab` and
+# tests/test_lab.py) or pyproject.toml change: the stamp's name carries a hash
+# of the three files.
+ENV_HASH  := $(shell cat requirements.txt .binder/requirements-lab.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup chromium book test student bench widget-times lab clean distclean
+.PHONY: help setup chromium book test student bench widget-times widget-times-live lab clean distclean
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 ## set-up ---------------------------------------------------------------------
 
 setup: $(ENV_STAMP)
 
 $(ENV_STAMP):
-	@echo "==> setting up $(VENV) (requirements.txt + noisegeom)"
+	@echo "==> setting up $(VENV) (requirements.txt + .binder/requirements-lab.txt + noisegeom)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --disable-pip-version-check -r requirements.txt
+	$(PIP) install --disable-pip-version-check -r requirements.txt -r .binder/requirements-lab.txt
 	$(PIP) install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.noisegeom-env-*
 	@touch $@
@@ -79,12 +82,18 @@ bench: setup
 widget-times: setup
 	$(PY) scripts/widget_times.py
 
+widget-times-live: setup chromium
+	$(PY) scripts/widget_times_live.py
+
+# JupyterLab as Binder starts it: the Binder lab pins (installed by `setup`),
+# the settings .binder/postBuild installs (.md opens as a Jupytext notebook), and
+# through .binder/start (OMP/MKL/OPENBLAS_NUM_THREADS=1 for the kernels). Rooted
+# at the repository, like Binder, so that jupytext.toml applies; opens chapters/.
 lab: setup
-	@echo "==> installing JupyterLab and jupyterlab-myst (the Binder pins)"
-	$(PIP) install --disable-pip-version-check -r .binder/requirements-lab.txt
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@cp .binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(VENV)/bin/jupyter lab chapters/
+	.binder/start $(VENV)/bin/jupyter lab --LabApp.default_url=/lab/tree/chapters \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf _build chapters/_build .pytest_cache

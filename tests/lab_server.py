@@ -69,8 +69,9 @@ def running_lab(venv: Path = LAB_VENV, startup_s: float = 60):
     settings = tmp / "app-settings"          # what postBuild fills in <prefix>/share/jupyter/lab/settings
     settings.mkdir()
     shutil.copy(work / ".binder" / "overrides.json", settings / "overrides.json")
+    # The kernels get their threads from .binder/start, and live widgets, not the build's frames.
     env = {k: v for k, v in os.environ.items()
-           if k not in {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}}
+           if k not in {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NOISEGEOM_WIDGET_FRAMES"}}
     env.update(HOME=str(tmp / "home"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), PATH=f"{venv / 'bin'}:{env['PATH']}")
