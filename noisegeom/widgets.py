@@ -25,6 +25,7 @@ and its PNG) under 150 ms; ``scripts/widget_times.py`` measures every chapter's.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import html
@@ -521,6 +522,25 @@ def _explorer_html(plot_fn, grid: WebGrid, names: list[str], folder: Path) -> st
         f'<p class="ng-explorer-note">{html.escape(note)}</p></div>')
 
 
+@contextlib.contextmanager
+def _without_comms():
+    """Make ipywidgets controls that open no comm with the frontend.
+
+    A widget opens a comm when it is made, and the notebook executor (nbclient) saves the
+    state of every comm-backed widget in the executed notebook, where myst-nb would put it
+    on the page as controls that, with no kernel, do nothing. In the build the controls
+    only describe the website's grid, so they get the ``comm`` package's silent comm.
+    """
+    import comm
+
+    real = comm.create_comm
+    comm.create_comm = comm.DummyComm
+    try:
+        yield
+    finally:
+        comm.create_comm = real
+
+
 class _WebExplorer:
     """The build's output: HTML for the website, the default frame as PNG for everything else."""
 
@@ -565,16 +585,20 @@ def explore(plot_fn, web=None, **controls) -> None:
     from IPython.display import display
     from ipywidgets import VBox
 
-    made, values, _ = build_controls(plot_fn, **controls)
     folder = os.environ.get(FRAMES_ENV)
     if folder:
-        grid = WebGrid(made, web)
+        with _without_comms():          # the controls only describe the grid here
+            made, _, _ = build_controls(plot_fn, **controls)
+            grid = WebGrid(made, web)
+            for w in made.values():
+                w.close()
         names = render_frames(plot_fn, grid, folder)
         fig = plot_fn(**grid.kwargs(grid.settings[0]))
         png = _to_image(fig).data
         plt.close(fig)
         display(_WebExplorer(_explorer_html(plot_fn, grid, names, Path(folder)), png))
         return
+    made, values, _ = build_controls(plot_fn, **controls)
     if web is not None:
         WebGrid(made, web)                       # the same checks as in the build, at once
     live = LiveFigure(plot_fn)

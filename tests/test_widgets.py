@@ -284,8 +284,8 @@ def plot_fixed(slope=1.0, kind="a"):
 
 
 def test_explore_in_the_book_build_writes_the_frames_and_one_html_output(monkeypatch, tmp_path):
-    """With NOISEGEOM_WIDGET_FRAMES set: one output (HTML + PNG), a frame file per setting,
-    and each frame is the figure drawn at its setting (compared with a direct drawing)."""
+    """With NOISEGEOM_WIDGET_FRAMES set: one output (HTML + PNG), no widget comm, a frame file
+    per setting, and each frame is the figure drawn at its setting (against a direct drawing)."""
     import base64
     import html
     import io
@@ -295,12 +295,19 @@ def test_explore_in_the_book_build_writes_the_frames_and_one_html_output(monkeyp
     import IPython.display
     from PIL import Image
 
-    shown = []
+    import comm
+
+    shown, opened = [], []
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: opened.append(k) or comm.DummyComm(*a, **k))
+    ng.widgets.explore(plot_fixed, slope=(0.0, 2.0, 0.5), kind=["a", "b"])         # live: comms
+    assert len(opened) >= 3
+    shown.clear(), opened.clear()
     monkeypatch.setenv(ng.widgets.FRAMES_ENV, str(tmp_path))
     before = set(plt.get_fignums())
     ng.widgets.explore(plot_fixed, slope=(0.0, 2.0, 0.5), kind=["a", "b"], web={"slope": None})
     assert set(plt.get_fignums()) == before
+    assert opened == []          # no widget state for the executed notebook to save
     assert len(shown) == 1
     bundle = shown[0]._repr_mimebundle_()
     assert set(bundle) == {"text/html", "image/png", "text/plain"}
