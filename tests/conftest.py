@@ -129,6 +129,38 @@ def browser():
     shutil.rmtree(home, ignore_errors=True)
 
 
+def offline_tab(browser, base: str, *, viewport=(1280, 900), also_allow=(), keep_console=None,
+                http_errors: bool = True):
+    """A tab in a fresh browser context that may load only from ``base`` (and data:, blob:,
+    about:, and the prefixes in ``also_allow``): every other request is aborted and listed.
+
+    Returns (context, tab, blocked, problems): ``blocked`` lists the aborted URLs;
+    ``problems`` the console messages ``keep_console(message)`` keeps (by default errors),
+    uncaught exceptions and, with ``http_errors``, responses with a status of 400 or more.
+    The caller closes the context.
+    """
+    keep_console = keep_console or (lambda m: m.type == "error")
+    allowed = (base + "/", "data:", "blob:", "about:", *also_allow)
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                  service_workers="block")
+    blocked, problems = [], []
+
+    def route(r):
+        if r.request.url.startswith(allowed):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    tab = context.new_page()
+    tab.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if keep_console(m) else None)
+    tab.on("pageerror", lambda e: problems.append(f"uncaught exception: {e}"))
+    if http_errors:
+        tab.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    return context, tab, blocked, problems
+
+
 @pytest.fixture(scope="session")
 def screenshot_dir() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

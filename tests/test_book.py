@@ -27,7 +27,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import HTML, ROOT, html_pages, source_of
+from conftest import HTML, ROOT, html_pages, offline_tab, source_of
 
 PAGES = html_pages()
 PAGE_IDS = [str(p.relative_to(HTML)) for p in PAGES]
@@ -197,23 +197,7 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
     if page is None:
         pytest.fail("no HTML pages in _build/html")
     rel = page.relative_to(built_html).as_posix()
-    blocked, problems = [], []
-
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-
-    def route(r):
-        url = r.request.url
-        if url.startswith(site_url + "/") or url.startswith(("data:", "blob:", "about:")):
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
-    context.route("**/*", route)
-    tab = context.new_page()
-    tab.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-    tab.on("pageerror", lambda e: problems.append(f"uncaught exception: {e}"))
-    tab.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    context, tab, blocked, problems = offline_tab(browser, site_url)
     try:
         tab.goto(f"{site_url}/{rel}", wait_until="load", timeout=60_000)
         if tab.evaluate("() => !!document.querySelector('span.math, div.math')"):
@@ -223,7 +207,7 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
         # Scroll through the page so that nothing waits for visibility, then settle.
         tab.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 800) {"
                      " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } window.scrollTo(0, 0); }")
-        tab.wait_for_load_state("networkidle", timeout=30_000)
+        tab.wait_for_load_state("networkidle", timeout=60_000)
 
         math_bad = tab.evaluate(CHECK_MATH)
         images_bad = tab.evaluate(CHECK_IMAGES)

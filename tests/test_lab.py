@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, offline_tab
 from lab_server import LAB_VENV, TOKEN, LabError, running_lab
 
 CHAPTER = "chapters/01_sgd_in_one_picture.md"
@@ -144,22 +144,9 @@ def test_chapter_in_jupyterlab(lab, browser):
     lab["failed"] = True
     cells_src = _source_cells(work / CHAPTER)
     source_text = (work / CHAPTER).read_text()
-    console, blocked = [], []
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, service_workers="block")
-
-    def route(r):
-        url = r.request.url
-        if url.startswith(base + "/") or url.startswith(("ws://127.0.0.1", "data:", "blob:", "about:")):
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}")
-            if m.type == "error" or (m.type == "warning" and BAD_WARNINGS.search(m.text)) else None)
-    page.on("pageerror", lambda e: console.append(f"uncaught exception: {e}"))
+    context, page, blocked, console = offline_tab(
+        browser, base, viewport=(1400, 1000), also_allow=("ws://127.0.0.1",), http_errors=False,
+        keep_console=lambda m: m.type == "error" or (m.type == "warning" and BAD_WARNINGS.search(m.text)))
     failures: list[str] = []
 
     def check(cond, message):

@@ -23,7 +23,7 @@ import statistics
 import pytest
 from bs4 import BeautifulSoup
 
-from conftest import HTML, html_pages, source_of
+from conftest import HTML, html_pages, offline_tab, source_of
 
 PAGE_LOAD_BUDGET = 6 * 2**20
 SWAP_BUDGET_MS = 50
@@ -139,25 +139,15 @@ def test_controls_change_the_figure(page, built_html, site_url, browser, screens
     if page is None:
         pytest.fail("no page with an interactive figure was built")
     rel = page.relative_to(built_html).as_posix()
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-    problems, blocked = [], []
-
-    def route(r):
-        if r.request.url.startswith(site_url + "/") or r.request.url.startswith(("data:", "blob:")):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
-    tab = context.new_page()
-    tab.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-    tab.on("pageerror", lambda e: problems.append(f"uncaught exception: {e}"))
-    tab.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    context, tab, blocked, problems = offline_tab(browser, site_url)
     failures, swaps, moves, changed = [], [], 0, 0
     try:
         tab.goto(f"{site_url}/{rel}", wait_until="load", timeout=60_000)
-        tab.wait_for_load_state("networkidle", timeout=60_000)
+        # Loaded as a reader sees it: math typeset, every image (the inline figures) decoded.
+        tab.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+        tab.evaluate("() => MathJax.startup.promise")
+        tab.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+        tab.wait_for_timeout(500)
         before = tab.evaluate(LOADED_BYTES)
         if before["frames"]:
             failures.append(f"{len(before['frames'])} frames fetched before any control was touched")
