@@ -4,7 +4,8 @@
 
 * **In a live kernel** (Jupyter, Binder) it shows the figure at the default settings as an
   ordinary PNG output and puts ``ipywidgets`` controls under it; moving a control redraws
-  *the same* output in place through a display handle, over the controls' full ranges.
+  *the same* output in place through a display handle, over the controls' full ranges
+  (:class:`LiveFigure` keeps those redraws as cheap as the figure allows).
 * **In the book build** (the environment variable ``NOISEGEOM_WIDGET_FRAMES`` names a folder;
   ``scripts/build_book.sh`` sets it) a static website has no kernel to redraw anything. So
   the figure is rendered over a grid of the controls' values (:class:`WebGrid`), each frame
@@ -18,8 +19,10 @@
   viewer or the PDF shows.
 
 The plotting function must be cheap and return a matplotlib Figure; the heavy
-lifting belongs in a tested package function. The aim is an update (the function
-and its PNG) under 150 ms; ``scripts/widget_times.py`` measures every chapter's.
+lifting belongs in a tested package function. The aim is a live update under 150 ms from
+the reader's key press to the new figure on screen: ``scripts/widget_times.py`` measures
+every chapter's plotting function and PNG in the kernel, ``scripts/widget_times_live.py``
+the whole update in JupyterLab.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def build_controls(plot_fn, **controls):
     return made, values, render
 
 
-def _to_image(fig, *, compress_level: int = 6):
+def _to_image(fig):
     """The figure as a PNG image for display, drawn once.
 
     ``savefig`` draws a figure with a layout engine (the book style turns on constrained layout)
@@ -113,7 +116,7 @@ def _to_image(fig, *, compress_level: int = 6):
     if fig.get_layout_engine() is None:
         fig.savefig(buf, format="png", bbox_inches="tight")
     else:
-        PILImage.fromarray(_rgba(fig)).save(buf, format="png", compress_level=compress_level)
+        PILImage.fromarray(_rgba(fig)).save(buf, format="png")
     return Image(data=buf.getvalue(), format="png")
 
 
