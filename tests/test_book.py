@@ -204,10 +204,14 @@ def test_page_in_browser(page, built_html, site_url, browser, screenshot_dir):
             tab.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
                                   timeout=30_000)
             tab.evaluate("() => MathJax.startup.promise")
-        # Scroll through the page so that nothing waits for visibility, then settle.
+        # Scroll through the page so that nothing waits for visibility, then settle: every image
+        # decoded and every font loaded. (Not Playwright's "networkidle", which on this machine
+        # now and then never came for a page whose requests had all finished.)
         tab.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 800) {"
                      " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } window.scrollTo(0, 0); }")
-        tab.wait_for_load_state("networkidle", timeout=60_000)
+        tab.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+        tab.evaluate("() => document.fonts.ready.then(() => true)")
+        tab.wait_for_timeout(300)
 
         math_bad = tab.evaluate(CHECK_MATH)
         images_bad = tab.evaluate(CHECK_IMAGES)
