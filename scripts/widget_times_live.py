@@ -27,6 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from lab_server import TOKEN, running_lab  # noqa: E402
 
 AIM_MEDIAN, AIM_P95 = 0.150, 0.300
@@ -115,8 +116,7 @@ def main() -> None:
 
     table = []
     with running_lab() as lab, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=os.environ.get("NOISEGEOM_CHROMIUM", "/usr/bin/chromium"),
-                                     headless=True, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         for path in paths:
             rel = os.path.relpath(os.path.abspath(path), ROOT)
