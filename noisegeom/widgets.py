@@ -18,11 +18,13 @@
   The output also carries the default frame as ``image/png``, which is what a notebook
   viewer or the PDF shows.
 
-The plotting function must be cheap and return a matplotlib Figure; the heavy
-lifting belongs in a tested package function. The aim is a live update under 150 ms from
-the reader's key press to the new figure on screen: ``scripts/widget_times.py`` measures
-every chapter's plotting function and PNG in the kernel, ``scripts/widget_times_live.py``
-the whole update in JupyterLab.
+The figure is either a plotting function that returns a new matplotlib Figure for each
+setting, or a :class:`LivePlot`: a figure made once and updated in place, which is what keeps
+a live update fast (a fresh figure spends most of its first drawing creating tick objects and
+laying out text; an updated one reuses them). The heavy lifting belongs in a tested package
+function. The aim is a live update under 150 ms from the reader's key press to the new
+figure on screen: ``scripts/widget_times.py`` measures every chapter's update in the kernel,
+``scripts/widget_times_live.py`` the whole update in JupyterLab.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["explore", "build_controls", "LiveFigure", "WebGrid", "FRAMES_ENV"]
+__all__ = ["explore", "build_controls", "LivePlot", "LiveFigure", "WebGrid", "FRAMES_ENV"]
 
 #: Environment variable naming the folder for the website's frames; set by the book build.
 FRAMES_ENV = "NOISEGEOM_WIDGET_FRAMES"
@@ -54,8 +56,87 @@ MAX_FRAMES = 400
 SLIDER_VALUES = 5
 
 
+class LivePlot:
+    """A figure made once and updated in place at each setting of its controls.
+
+    ``make()`` draws what does not depend on the controls (axes, labels, fixed curves) and
+    the artists that do, and returns ``(fig, update)``; ``update(**controls)`` sets those
+    artists' data, texts and limits for one setting, and its keyword defaults are the
+    figure's default setting. A live widget keeps the one figure and calls ``update`` on
+    each move, so a redraw reuses the figure's ticks, text layout and axes positions.
+
+    Artists that ``update`` changes may be made with ``animated=True`` (matplotlib's mark for
+    blitting; for an axes title, ``ax.title.set_animated(True)``). When an update changes
+    only animated artists, the figure is not marked stale, and a live update restores the
+    rest of the figure from the pixels of the last full drawing and draws just those artists
+    on top (a few milliseconds instead of a full drawing); any other change (limits, a
+    static text, a new artist) marks the figure stale and it is drawn in full. Animated
+    artists are drawn after the others, so whatever must stay on top of them (markers, a
+    legend over curves) is best animated too.
+
+    Calling a LivePlot, ``plot(**controls)``, makes a fresh figure at that setting
+    (``make()`` then ``update``, every artist drawn as usual): that is the static figure,
+    and what tests compare with.
+
+    Parameters
+    ----------
+    make : callable () -> (matplotlib.figure.Figure, callable)
+
+    Examples
+    --------
+    >>> def line():
+    ...     fig, ax = plt.subplots()
+    ...     (curve,) = ax.plot([], [])
+    ...     ax.set_xlim(0, 1)
+    ...     def update(slope=1.0):
+    ...         curve.set_data([0, 1], [0, slope])
+    ...         ax.set_ylim(0, max(slope, 1e-3))
+    ...     return fig, update
+    >>> explore(LivePlot(line), slope=(0.0, 2.0, 0.1))  # doctest: +SKIP
+    """
+
+    def __init__(self, make):
+        if not callable(make):
+            raise TypeError(f"LivePlot(make): make must be callable, got {type(make).__name__}")
+        self.make = make
+        self.__name__ = getattr(make, "__name__", type(self).__name__)
+        self.__doc__ = make.__doc__
+        self._signature = None
+
+    def start(self):
+        """A new figure and its update function: ``make()``, checked."""
+        from matplotlib.figure import Figure
+
+        out = self.make()
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Figure)
+                and callable(out[1])):
+            raise TypeError(f"{self.__name__}() must return (figure, update), a matplotlib Figure "
+                            f"and a function of the controls; got {type(out).__name__}")
+        if self._signature is None:
+            self._signature = inspect.signature(out[1])
+        return out
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The signature of ``update``: the controls and their defaults."""
+        if self._signature is None:
+            plt.close(self.start()[0])
+        return self._signature
+
+    def __call__(self, **controls):
+        fig, update = self.start()
+        update(**controls)
+        for artist in fig.findobj(lambda a: a.get_animated()):
+            artist.set_animated(False)        # a plain figure: Agg skips animated artists
+        return fig
+
+
+def _signature(fn) -> inspect.Signature:
+    return fn.signature if isinstance(fn, LivePlot) else inspect.signature(fn)
+
+
 def _defaults(fn) -> dict:
-    sig = inspect.signature(fn)
+    sig = _signature(fn)
     return {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
 
 
@@ -74,7 +155,7 @@ def build_controls(plot_fn, **controls):
     if not callable(plot_fn):
         raise TypeError(f"plot_fn must be callable, got {type(plot_fn).__name__}")
     defaults = _defaults(plot_fn)
-    params = inspect.signature(plot_fn).parameters
+    params = _signature(plot_fn).parameters
     made = {}
     for name, abbrev in controls.items():
         if name not in params:
@@ -164,17 +245,23 @@ class LiveFigure:
       per renderer, are measured once for the tick labels that stay the same;
     * matplotlib's cache of parsed mathtext holds 1024 strings instead of 50.
 
+    A :class:`LivePlot` goes further: its figure is made once and ``update`` changes it in
+    place, so an update also keeps the ticks, texts and artists the setting does not change.
+
     Updates are PNGs with fast compression (level 1): they travel from the kernel to the
     browser on the same machine or Binder's, where a few kilobytes cost less than encoding.
 
     Parameters
     ----------
-    plot_fn : callable returning a matplotlib Figure
+    plot_fn : callable returning a matplotlib Figure, or a LivePlot
     """
 
     def __init__(self, plot_fn):
         _enlarge_mathtext_cache()
         self.plot_fn = plot_fn
+        self._live = None        # a LivePlot's (figure, update), made at the first drawing
+        self._background = None  # its pixels without the animated artists, and those artists
+        self.full_draws = 0      # drawings of a LivePlot in full (the others are blitted)
         self._key = None
         self._layout = None
         self._renderer = None
@@ -199,6 +286,8 @@ class LiveFigure:
 
     def rgba(self, **kwargs) -> np.ndarray:
         """The figure ``plot_fn(**kwargs)`` as an RGBA array (height, width, 4)."""
+        if isinstance(self.plot_fn, LivePlot):
+            return self._rgba_in_place(kwargs)
         fig = self.plot_fn(**kwargs)
         try:
             if fig.get_layout_engine() is None:          # tight box, as the static figure
@@ -225,6 +314,42 @@ class LiveFigure:
         finally:
             plt.close(fig)
 
+    def _rgba_in_place(self, kwargs) -> np.ndarray:
+        if self._live is None:
+            fig, update = self.plot_fn.start()
+            plt.close(fig)                   # drawn here only, never by the notebook's backend
+            update(**kwargs)
+            self._live, self._key = (fig, update), "in place"
+            if fig.get_layout_engine() is None:
+                return _rgba(fig)            # tight box (savefig draws animated artists too)
+            pixels = self._blit(fig)         # the full drawing solves the layout, once
+            fig.set_layout_engine("none")
+        else:
+            fig, update = self._live
+            update(**kwargs)
+            self.reused += 1
+            if fig.get_layout_engine() is None:
+                return _rgba(fig)
+            pixels = self._blit(fig)
+        return pixels.copy()
+
+    def _blit(self, fig) -> np.ndarray:
+        """Draw ``fig`` in full if it is stale (and keep its pixels without the animated
+        artists), else restore those pixels; then draw the animated artists on top."""
+        if fig.stale or self._background is None:
+            self._pixels(fig)                        # Agg skips animated artists
+            self._background = (fig.canvas.copy_from_bbox(fig.bbox), _animated_artists(fig))
+            self.full_draws += 1
+        else:
+            fig.canvas.restore_region(self._background[0])
+        renderer = fig.canvas.get_renderer()
+        for artist in self._background[1]:
+            artist.draw(renderer)
+        # Drawing some artists marks them stale again (a legend re-lays out its box); the
+        # figure on screen is what update() asked for, so only the next change counts.
+        fig.stale = False
+        return np.asarray(fig.canvas.buffer_rgba())
+
     def image(self, **kwargs):
         """``plot_fn(**kwargs)`` as an IPython PNG image (the first at the usual compression)."""
         from IPython.display import Image
@@ -234,6 +359,18 @@ class LiveFigure:
         buf = io.BytesIO()
         PILImage.fromarray(self.rgba(**kwargs)).save(buf, format="png", compress_level=level)
         return Image(data=buf.getvalue(), format="png")
+
+
+def _animated_artists(fig) -> list:
+    """The animated artists of ``fig`` in drawing order: axes by axes, each by z-order, then
+    the figure's own (a suptitle)."""
+    out = []
+    for ax in sorted(fig.axes, key=lambda a: a.get_zorder()):
+        out += sorted((a for a in ax.get_children() if a.get_animated()), key=lambda a: a.get_zorder())
+    own = [*fig.texts, *fig.lines, *fig.patches, *fig.artists, *fig.legends,
+           *(getattr(fig, name) for name in ("_suptitle", "_supxlabel", "_supylabel")
+             if getattr(fig, name, None) is not None)]
+    return out + sorted((a for a in own if a.get_animated()), key=lambda a: a.get_zorder())
 
 
 # ------------------------------------------------------------------ the website's grid
