@@ -39,6 +39,7 @@ import difflib
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -400,3 +401,137 @@ def test_saving_in_lab_keeps_the_chapter(path):
         if cell.cell_type == "markdown" and jup:
             bad.append(f"markdown cell {i}: jupyter metadata {sorted(jup)} (Lab drops it when the cell runs)")
     assert not bad, f"{path.name}:\n" + "\n".join(bad)
+
+
+# ------------------------------------------------------ references and citations in JupyterLab
+
+LINK = re.compile(r"\[([^\[\]]+)\]\(([^)\s]+)\)")
+NAMED = re.compile(r"^(Theorem|Proposition|Lemma|Corollary|Definition|Exercise) \d+\.\d+$")
+
+# The rendered Markdown cells now in the DOM: index -> (text, links)
+RENDERED_JS = """() => Object.fromEntries([...document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-MarkdownCell')]
+  .filter(c => c.querySelector('.myst'))
+  .map(c => [c.dataset.windowedListIndex, {
+      text: c.querySelector('.myst').textContent,
+      links: [...c.querySelectorAll('.myst a')].map(a => ({text: a.textContent.trim(), href: a.getAttribute('href') || ''}))}]))"""
+
+
+def _open_rendered(page, base: str, rel: str) -> None:
+    """Open a chapter through its launch-link path and wait until jupyterlab-myst has rendered
+    the Markdown cells on screen."""
+    page.goto(f"{base}/lab/tree/{rel}?reset&token={TOKEN}", wait_until="domcontentloaded", timeout=60_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+    page.wait_for_function(
+        """() => { const cells = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell')];
+                   return cells.length > 0 && cells.every(c => c.querySelector('.myst, .jp-InputPlaceholder')); }""",
+        timeout=60_000)
+    page.wait_for_timeout(500)
+
+
+def _read_whole_notebook(page, n_markdown: int) -> dict:
+    """Scroll through the notebook as a reader does (JupyterLab draws only the cells near the
+    screen) and collect every rendered Markdown cell: index -> {text, links}."""
+    seen, quiet = {}, 0
+    for _ in range(600):
+        before = len(seen)
+        seen.update(page.evaluate(RENDERED_JS))
+        if len(seen) >= n_markdown:
+            break
+        at_end = page.evaluate("""() => { const o = document.querySelector(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+            const end = o.scrollTop + o.clientHeight >= o.scrollHeight - 2;
+            o.scrollTop += o.clientHeight * 0.5; return end; }""")
+        quiet = quiet + 1 if at_end and len(seen) == before else 0
+        if quiet >= 8:              # at the end, and nothing new drawn for a while
+            break
+        page.wait_for_timeout(300)
+    return seen
+
+
+def _plain_text(text: str) -> str:
+    """Link text as rendered text compares: one space for any white space, straight quotes
+    (jupyterlab-myst typesets ' as ’)."""
+    return " ".join(text.replace("\u2019", "'").replace("\u2018", "'").split())
+
+
+@pytest.mark.browser
+def test_links_between_chapters_in_jupyterlab(lab, browser):
+    """Every chapter, opened in JupyterLab as from the launch link: its references to other
+    chapters' statements and exercises are links with the statement's name that open that
+    chapter as a notebook, its citations are links to the works, its reference list is shown,
+    nothing is a raw label, and jupyterlab-myst reports no unresolved reference."""
+    from pybtex.database import parse_file
+
+    titles = {k: e.fields["title"] for k, e in parse_file(str(ROOT / "references.bib")).entries.items()}
+    if str(ROOT / "_ext") not in sys.path:
+        sys.path.insert(0, str(ROOT / "_ext"))
+    from portable_links import _normalize, work_addresses
+
+    addresses = work_addresses([ROOT / "references.bib"])
+    context, page, blocked, console = offline_tab(browser, lab["base"], viewport=(1400, 1000),
+                                                  also_allow=("ws://127.0.0.1",), http_errors=False)
+    failures, opened = [], 0
+    try:
+        for path in [p for p in _chapters() if p.name[0].isdigit()]:
+            rel = f"chapters/{path.name}"
+            text = path.read_text(encoding="utf-8")
+            own = set(re.findall(r"^\s*:label:\s*(\S+)", text, re.M)) | set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
+            console.clear()
+            _open_rendered(page, lab["base"], rel)
+            n_markdown = sum(c["type"] == "markdown" for c in _source_cells(path))
+            cells = _read_whole_notebook(page, n_markdown)
+            if len(cells) < n_markdown:
+                failures.append(f"{path.name}: {len(cells)} of {n_markdown} Markdown cells rendered")
+            anchors = [a for c in cells.values() for a in c["links"]]
+            rendered = " ".join(c["text"] for c in cells.values())
+            for raw in ("{cite", "{prf:ref}", "{numref}", "{ref}"):
+                if raw in rendered:
+                    failures.append(f"{path.name}: raw {raw!r} in the rendered text")
+            unresolved = {label for m in console for label in re.findall(r"target was not found: (\S+)", m)} - own
+            if unresolved:
+                failures.append(f"{path.name}: jupyterlab-myst cannot resolve {sorted(unresolved)}")
+            body = text.split("% references: generated")[0]
+            nb_links = [(t, u) for t, u in LINK.findall(body)]
+            for t, u in nb_links:
+                t = _plain_text(t)
+                target = u.split("#")[0]
+                if re.fullmatch(r"\d\d_\w+\.md", target):           # another chapter
+                    ok = any(_plain_text(a["text"]) == t and f"/chapters/{target}" in a["href"]
+                             for a in anchors)
+                    if not ok:
+                        failures.append(f"{path.name}: no link {t!r} to {target} in Lab")
+                elif _normalize(u) in addresses:                        # a citation
+                    if not any(_plain_text(a["text"]) == t and a["href"] == u for a in anchors):
+                        failures.append(f"{path.name}: no citation link {t!r} -> {u} in Lab")
+            cited = {addresses[_normalize(u)] for _, u in nb_links if _normalize(u) in addresses}
+            cited |= {u.split("#")[1] for _, u in nb_links if u.startswith("references.md#")}
+            listed = " ".join(rendered.lower().split())
+            missing = [k for k in cited
+                       if " ".join(re.sub(r"[{}]", "", titles[k]).lower().split())[:40] not in listed]
+            if missing:
+                failures.append(f"{path.name}: the reference list in Lab lacks {missing}")
+            opened += 1
+        # a reader follows a link to another chapter's statement
+        _open_rendered(page, lab["base"], "chapters/03_measuring_noise_geometry.md")
+        name = None
+        for _ in range(5):          # jupyterlab-myst may re-render the cell under the pointer
+            try:
+                link = page.locator(".jp-Notebook .myst a", has_text=NAMED).first
+                name = link.text_content(timeout=10_000)
+                link.click(timeout=10_000)
+                break
+            except Exception:  # noqa: BLE001
+                page.wait_for_timeout(1000)
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current')]
+                     .some(t => /^02_minibatch_noise\\.md/.test(t.textContent))""", timeout=30_000)
+        if page.locator(".jp-FileEditor:visible").count() or page.locator(".jp-NotebookPanel:visible").count() != 1:
+            failures.append(f"following {name!r} in chapter 3 did not open chapter 2 as a notebook")
+        page.wait_for_function("""() => document.querySelector(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell .myst h1')""", timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(_screenshots() / "lab-followed-link.png"))
+    finally:
+        context.close()
+    assert opened == 8 and not failures, "\n".join(failures)
