@@ -307,6 +307,34 @@ def _gram_cases(rng):
     return out
 
 
+def test_orthogonal_design_has_G_eigenvectors_but_not_its_proportions():
+    """K = cI (errata C4-E1): Σ₁ + ∇L∇Lᵀ = (1/n)Σ e_i² x_i x_iᵀ ≠ 2L·G unless all |e_i| agree;
+    g(x_j) = (n − 1)ê_j² and μ = 1 − 1/n. Σ₁ and G are assembled densely, term by term."""
+    rng = np.random.default_rng(11)
+    n, d, c = 7, 12, 3.0
+    Q, _ = np.linalg.qr(rng.standard_normal((d, n)))
+    X = math.sqrt(c) * Q.T                                  # orthogonal rows, ‖x_i‖² = c
+    assert np.allclose(X @ X.T, c * np.eye(n), atol=1e-12)
+    e = rng.standard_normal(n) * np.geomspace(0.03, 3.0, n)   # unequal residuals
+    grads = e[:, None] * X
+    S1 = dense_sigma1(grads)
+    G = sum(np.outer(x, x) for x in X) / n
+    two_L = (e ** 2).mean()
+    gbar = grads.mean(0)
+    assert np.allclose(S1 + np.outer(gbar, gbar), sum(ei ** 2 * np.outer(x, x) for ei, x in zip(e, X)) / n)
+    assert not np.allclose(S1 + np.outer(gbar, gbar), two_L * G, atol=1e-3)
+    mu = np.trace(S1 @ G) / (two_L * (G ** 2).sum())
+    assert abs(mu - (1 - 1 / n)) < 1e-12
+    assert abs(lt.mu_from_residuals(torch.as_tensor(e), X=torch.as_tensor(X)) - mu) < 1e-12
+    ehat2 = e ** 2 / (e ** 2).sum()
+    for j in range(n):
+        v = X[j]
+        g = (v @ S1 @ v) / (two_L * (v @ G @ v))
+        assert abs(g - (n - 1) * ehat2[j]) < 1e-12
+    spread = (n - 1) * ehat2
+    assert spread.min() < 0.01 and spread.max() > 3          # far from 1 in both directions
+
+
 def test_entrywise_lemma_on_random_and_adversarial_grams():
     """Every eigenvalue of M lies in the lemma's [ℓ(n, η̂, τ̂), u(n, η̂, τ̂)] for the realised η̂, τ̂."""
     rng = np.random.default_rng(8)
