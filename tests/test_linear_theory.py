@@ -182,8 +182,12 @@ def test_reparameterised_population_by_monte_carlo_through_a_deep_linear_net():
     """μ of a depth-3 linear network on R = 24 samples of n = 1500: mean within 4 SE + 5/n of the formula."""
     d = 3
     lam = np.array([3.0, 1.0, 0.3])
-    model = ng.deep_linear_model(d, depth=3, width=4, seed=2)
-    theta = model.theta0
+    model = ng.deep_linear_model(d, depth=3, width=3)
+    # W1 = diag(1, 1, 4), W2 = I, w3 = (1, 1, 1): P = 3I + 4 W1ᵀW1 = diag(7, 7, 67) by hand,
+    # far from a multiple of the identity whatever the random initialisation would give
+    theta = torch.cat([torch.diag(torch.tensor([1.0, 1.0, 4.0])).flatten(), torch.eye(3).flatten(),
+                       torch.ones(3)]).to(DT)
+    assert np.allclose(lt.feature_metric(model, theta, d).numpy(), np.diag([7.0, 7.0, 67.0]))
     F = model(theta, torch.eye(d, dtype=DT)).numpy()
     theta_star = np.array([0.5, -1.0, 0.2])
     P = lt.feature_metric(model, theta, d).numpy()
