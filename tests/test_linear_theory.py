@@ -155,6 +155,26 @@ def _s_orthogonal(S, delta, rng):
     return S @ w
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.7])
+def test_isotropic_baseline_limit_for_one_dominant_direction(sigma):
+    """Errata C4-M (ex-ch4-isotropic): for S = diag(1, ε, ..., ε), μ_iso → (1/d)(1 + δ₁²/(δ₁² + σ²))
+    as ε → 0. μ_iso from the dense Σ₁ and G of population_geometry, error shrinking like ε."""
+    d = 6
+    delta = np.array([0.8, -0.3, 0.5, 0.1, -0.6, 0.2])
+    limit = (1 + delta[0] ** 2 / (delta[0] ** 2 + sigma ** 2)) / d
+    errs = []
+    for eps in (1e-2, 1e-4, 1e-6):
+        S = np.diag([1.0] + [eps] * (d - 1))
+        geo = lt.population_geometry(S, delta, noise_std=sigma)
+        G = geo["G"]
+        mu_iso = np.trace(geo["Sigma1"]) * np.trace(G) / (d * geo["two_L"] * (G ** 2).sum())
+        errs.append(abs(mu_iso - limit))
+    assert errs[-1] < 1e-4 * limit and errs[0] > errs[1] > errs[2]
+    assert errs[0] > 1e-3 * limit                       # the limit is not reached at ε = 1e-2
+    # and μ itself stays at least 1 (cor-ch4-mu-population)
+    assert lt.population_mu(np.diag([1.0] + [1e-6] * (d - 1)), delta, noise_std=sigma) >= 1
+
+
 def test_reparameterised_population_formula():
     """With P: μ = 1 + δᵀSPSPSδ/(2L Tr(SPSP)) equals Tr(Σ₁G)/(2L‖G‖_F²) for Σ₁ = ∂Fᵀ Σ_lin ∂F, G = ∂FᵀS∂F."""
     rng = np.random.default_rng(4)
