@@ -70,7 +70,8 @@ class LanczosResult:
     beta: np.ndarray
 
 
-def lanczos(op, k: int = 1, *, steps: int = 50, seed: int = 0, reorthogonalize: bool = True) -> LanczosResult:
+def lanczos(op, k: int = 1, *, steps: int = 50, seed: int = 0, reorthogonalize: bool = True,
+            start=None) -> LanczosResult:
     """The k largest (algebraic) Ritz pairs of a symmetric operator after ``steps`` Lanczos steps.
 
     With q_1 a seeded random unit vector, step j computes w = A q_j − β_{j−1} q_{j−1},
@@ -94,6 +95,10 @@ def lanczos(op, k: int = 1, *, steps: int = 50, seed: int = 0, reorthogonalize: 
     reorthogonalize : bool
         Full re-orthogonalisation (default). Without it, rounding makes the q's
         lose orthogonality and copies ("ghosts") of converged Ritz values appear.
+    start : array (p,), optional
+        Start vector q_1 (normalised here) instead of the seeded random one. A start
+        orthogonal to the top eigenvector never finds it (chapter 6): keep the
+        default unless that is the point.
 
     Returns
     -------
@@ -103,9 +108,15 @@ def lanczos(op, k: int = 1, *, steps: int = 50, seed: int = 0, reorthogonalize: 
     p = A.shape[0]
     steps = check_int(steps, "steps", low=1, high=p)
     k = check_int(k, "k", low=1, high=steps)
-    rng = np.random.default_rng(seed)
     Q = np.zeros((p, steps + 1))
-    q = rng.standard_normal(p)
+    if start is None:
+        q = np.random.default_rng(seed).standard_normal(p)
+    else:
+        q = as_tensor(start, "start", ndim=1).numpy()
+        if q.size != p:
+            raise ValueError(f"start must have length p = {p}, got {q.size}")
+        if not np.linalg.norm(q) > 0:
+            raise ValueError("start must be a non-zero vector")
     Q[:, 0] = q / np.linalg.norm(q)
     alpha, beta = np.zeros(steps), np.zeros(steps)
     history = np.full((steps, k), np.nan)

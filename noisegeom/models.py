@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -102,8 +104,20 @@ class FlatModel:
         return f"FlatModel(p={self.p}, module={self.module.__class__.__name__})"
 
 
+# Models draw from their own stream, spawned from (seed, _MODEL_STREAM). The data constructors
+# (gaussian_inputs, teacher_labels) seed a generator with the seed itself; had the models done
+# the same, a model and a data set built with one seed would read the same normals, and the
+# first layer of a network would be a rescaled copy of the first inputs.
+_MODEL_STREAM = 0x6D6F64656C        # "model"
+
+
+def _model_seed(seed: int) -> int:
+    seq = np.random.SeedSequence([int(seed) % 2 ** 64, _MODEL_STREAM])
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> 1)   # torch wants < 2**63
+
+
 def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(_model_seed(seed))
 
 
 class _Linear(nn.Module):
@@ -279,7 +293,7 @@ class _SmallCNN(nn.Module):
         super().__init__()
         # nn.Conv2d draws from the global generator; fork it so the caller's stream is untouched
         with torch.random.fork_rng():
-            torch.manual_seed(int(seed))
+            torch.manual_seed(_model_seed(seed))
             self._build(channels, n_classes)
 
     def _build(self, channels, n_classes):

@@ -522,3 +522,43 @@ def test_alignment_along_run_bad_inputs(small_net):
         alignment_along_run(model, X, y, theta0, eta=0.0, record_at=[0])
     with pytest.raises(ValueError, match="theta0"):
         alignment_along_run(model, X, y, theta0[:3], eta=0.1, record_at=[0])
+
+
+def test_alignment_invariances_and_the_rank_one_bound():
+    """Errata C3-E1 and C3-M1, against Σ₁ and G assembled densely from the per-sample gradients:
+    μ, g(v) are unchanged under θ-rescaling (J → aJ) and under rescaling outputs and labels
+    together (J → aJ, e → ae), but rescaling G alone divides them by a; and
+    (vᵀ∇L)² ≤ 2L·vᵀGv in every direction."""
+    rng = np.random.default_rng(3)
+    n, p, a = 9, 6, 2.5
+    J = rng.standard_normal((n, p)) * np.geomspace(3, 0.1, p)
+    e = rng.standard_normal(n)
+    v = rng.standard_normal(p)
+
+    def dense(J, e, G_scale=1.0):
+        grads = e[:, None] * J
+        S1 = sum(np.outer(g, g) for g in grads) / n - np.outer(grads.mean(0), grads.mean(0))
+        G = G_scale * sum(np.outer(r, r) for r in J) / n
+        two_L = (e ** 2).mean()
+        return (np.trace(S1 @ G) / (two_L * (G ** 2).sum()), (v @ S1 @ v) / (two_L * (v @ G @ v)))
+
+    mu0, g0 = dense(J, e)
+    geo = ng.NoiseGeometry.square_loss(torch.as_tensor(J), torch.as_tensor(e))
+    assert math.isclose(geo.mu(), mu0, rel_tol=1e-10)
+    assert math.isclose(float(geo.g(torch.as_tensor(v))), g0, rel_tol=1e-10)
+    for J2, e2 in [(a * J, e), (a * J, a * e)]:             # θ-rescaling; outputs and labels
+        geo2 = ng.NoiseGeometry.square_loss(torch.as_tensor(J2), torch.as_tensor(e2))
+        assert math.isclose(geo2.mu(), mu0, rel_tol=1e-10)
+        assert math.isclose(float(geo2.g(torch.as_tensor(v))), g0, rel_tol=1e-10)
+    mu_a, g_a = dense(J, e, G_scale=a)                       # G alone: not invariant
+    assert math.isclose(mu_a, mu0 / a, rel_tol=1e-10) and math.isclose(g_a, g0 / a, rel_tol=1e-10)
+    # the rank-one term: (vᵀ∇L)² ≤ 2L vᵀGv in 200 random directions
+    grad = (e[:, None] * J).mean(0)
+    G = J.T @ J / n
+    V = rng.standard_normal((p, 200))
+    lhs, rhs = (V.T @ grad) ** 2, (e ** 2).mean() * np.einsum("pk,pq,qk->k", V, G, V)
+    assert np.all(lhs <= rhs * (1 + 1e-12))
+    # equality for residuals proportional to Jv: then the rank-one term is all of 2L·G along v
+    e_eq = J @ v
+    lhs_eq = (v @ (e_eq[:, None] * J).mean(0)) ** 2
+    assert math.isclose(lhs_eq, (e_eq ** 2).mean() * (v @ G @ v), rel_tol=1e-12)

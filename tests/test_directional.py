@@ -64,6 +64,25 @@ def test_lanczos_without_reorthogonalisation_still_gets_top_value():
     assert abs(r.values[0] - 5.0) < 1e-9
 
 
+def test_lanczos_from_a_start_orthogonal_to_the_top_eigenvector_misses_it():
+    """Errata C6-E2: parts 1 and 3 of the Ritz proposition cannot certify λ₁. From q₁ ⟂ u₁ the
+    Krylov space never meets u₁: the top Ritz value converges to λ₂ (dense eigvalsh), with a
+    small residual; the default random start finds λ₁."""
+    lam = np.linalg.eigvalsh(np.diag(np.linspace(10, 1, 60)))[::-1]
+    A = np.diag(np.linspace(10, 1, 60))
+    start = np.ones(60)
+    start[0] = 0.0                                        # u₁ = e₁
+    r = lanczos(A, 1, steps=40, start=start)
+    assert abs(r.values[0] - lam[1]) < 1e-8 and r.residuals[0] < 1e-4
+    assert lam[0] - r.values[0] > 0.15                    # converged, and wrong by λ₁ − λ₂
+    assert abs(r.vectors[0, 0]) == 0.0
+    rand = lanczos(A, 1, steps=40, seed=0)
+    assert abs(rand.values[0] - lam[0]) < 1e-6
+    # the start is only normalised: a multiple gives the same Ritz values
+    assert np.allclose(lanczos(A, 2, steps=20, start=3 * start).values,
+                       lanczos(A, 2, steps=20, start=start).values, rtol=1e-12)
+
+
 def test_lanczos_invariant_subspace_stops_early():
     A = np.diag([3.0, 1.0, 0.0, 0.0, 0.0])  # start vector e1+e2 spans a 2-D invariant space
     r = lanczos(A, 2, steps=5, seed=0)
@@ -162,6 +181,12 @@ def test_bad_inputs_raise_clear_errors():
         lanczos(A, 3, steps=2)
     with pytest.raises(TypeError, match="operator"):
         lanczos("matrix", 1, steps=2)
+    with pytest.raises(ValueError, match="start must have length p = 3"):
+        lanczos(A, 1, steps=2, start=np.ones(4))
+    with pytest.raises(ValueError, match="start must be a non-zero"):
+        lanczos(A, 1, steps=2, start=np.zeros(3))
+    with pytest.raises(ValueError, match="start"):
+        lanczos(A, 1, steps=2, start=np.ones((3, 1)))
     with pytest.raises(ValueError, match="invariant"):
         lanczos(np.eye(4), 2, steps=4, seed=0)  # K_m(I, q) = span{q}: one step only
     J = torch.ones(3, 5, dtype=torch.float64)

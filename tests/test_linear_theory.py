@@ -155,6 +155,26 @@ def _s_orthogonal(S, delta, rng):
     return S @ w
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.7])
+def test_isotropic_baseline_limit_for_one_dominant_direction(sigma):
+    """Errata C4-M (ex-ch4-isotropic): for S = diag(1, ε, ..., ε), μ_iso → (1/d)(1 + δ₁²/(δ₁² + σ²))
+    as ε → 0. μ_iso from the dense Σ₁ and G of population_geometry, error shrinking like ε."""
+    d = 6
+    delta = np.array([0.8, -0.3, 0.5, 0.1, -0.6, 0.2])
+    limit = (1 + delta[0] ** 2 / (delta[0] ** 2 + sigma ** 2)) / d
+    errs = []
+    for eps in (1e-2, 1e-4, 1e-6):
+        S = np.diag([1.0] + [eps] * (d - 1))
+        geo = lt.population_geometry(S, delta, noise_std=sigma)
+        G = geo["G"]
+        mu_iso = np.trace(geo["Sigma1"]) * np.trace(G) / (d * geo["two_L"] * (G ** 2).sum())
+        errs.append(abs(mu_iso - limit))
+    assert errs[-1] < 1e-4 * limit and errs[0] > errs[1] > errs[2]
+    assert errs[0] > 1e-3 * limit                       # the limit is not reached at ε = 1e-2
+    # and μ itself stays at least 1 (cor-ch4-mu-population)
+    assert lt.population_mu(np.diag([1.0] + [1e-6] * (d - 1)), delta, noise_std=sigma) >= 1
+
+
 def test_reparameterised_population_formula():
     """With P: μ = 1 + δᵀSPSPSδ/(2L Tr(SPSP)) equals Tr(Σ₁G)/(2L‖G‖_F²) for Σ₁ = ∂Fᵀ Σ_lin ∂F, G = ∂FᵀS∂F."""
     rng = np.random.default_rng(4)
@@ -182,8 +202,12 @@ def test_reparameterised_population_by_monte_carlo_through_a_deep_linear_net():
     """μ of a depth-3 linear network on R = 24 samples of n = 1500: mean within 4 SE + 5/n of the formula."""
     d = 3
     lam = np.array([3.0, 1.0, 0.3])
-    model = ng.deep_linear_model(d, depth=3, width=4, seed=2)
-    theta = model.theta0
+    model = ng.deep_linear_model(d, depth=3, width=3)
+    # W1 = diag(1, 1, 4), W2 = I, w3 = (1, 1, 1): P = 3I + 4 W1ᵀW1 = diag(7, 7, 67) by hand,
+    # far from a multiple of the identity whatever the random initialisation would give
+    theta = torch.cat([torch.diag(torch.tensor([1.0, 1.0, 4.0])).flatten(), torch.eye(3).flatten(),
+                       torch.ones(3)]).to(DT)
+    assert np.allclose(lt.feature_metric(model, theta, d).numpy(), np.diag([7.0, 7.0, 67.0]))
     F = model(theta, torch.eye(d, dtype=DT)).numpy()
     theta_star = np.array([0.5, -1.0, 0.2])
     P = lt.feature_metric(model, theta, d).numpy()
@@ -307,6 +331,34 @@ def _gram_cases(rng):
     return out
 
 
+def test_orthogonal_design_has_G_eigenvectors_but_not_its_proportions():
+    """K = cI (errata C4-E1): Σ₁ + ∇L∇Lᵀ = (1/n)Σ e_i² x_i x_iᵀ ≠ 2L·G unless all |e_i| agree;
+    g(x_j) = (n − 1)ê_j² and μ = 1 − 1/n. Σ₁ and G are assembled densely, term by term."""
+    rng = np.random.default_rng(11)
+    n, d, c = 7, 12, 3.0
+    Q, _ = np.linalg.qr(rng.standard_normal((d, n)))
+    X = math.sqrt(c) * Q.T                                  # orthogonal rows, ‖x_i‖² = c
+    assert np.allclose(X @ X.T, c * np.eye(n), atol=1e-12)
+    e = rng.standard_normal(n) * np.geomspace(0.03, 3.0, n)   # unequal residuals
+    grads = e[:, None] * X
+    S1 = dense_sigma1(grads)
+    G = sum(np.outer(x, x) for x in X) / n
+    two_L = (e ** 2).mean()
+    gbar = grads.mean(0)
+    assert np.allclose(S1 + np.outer(gbar, gbar), sum(ei ** 2 * np.outer(x, x) for ei, x in zip(e, X)) / n)
+    assert not np.allclose(S1 + np.outer(gbar, gbar), two_L * G, atol=1e-3)
+    mu = np.trace(S1 @ G) / (two_L * (G ** 2).sum())
+    assert abs(mu - (1 - 1 / n)) < 1e-12
+    assert abs(lt.mu_from_residuals(torch.as_tensor(e), X=torch.as_tensor(X)) - mu) < 1e-12
+    ehat2 = e ** 2 / (e ** 2).sum()
+    for j in range(n):
+        v = X[j]
+        g = (v @ S1 @ v) / (two_L * (v @ G @ v))
+        assert abs(g - (n - 1) * ehat2[j]) < 1e-12
+    spread = (n - 1) * ehat2
+    assert spread.min() < 0.01 and spread.max() > 3          # far from 1 in both directions
+
+
 def test_entrywise_lemma_on_random_and_adversarial_grams():
     """Every eigenvalue of M lies in the lemma's [ℓ(n, η̂, τ̂), u(n, η̂, τ̂)] for the realised η̂, τ̂."""
     rng = np.random.default_rng(8)
@@ -425,15 +477,31 @@ def test_low_sample_bounds_formula_and_limit():
     assert np.allclose(thm["eta"], eta, rtol=1e-13) and np.allclose(thm["tau"], tau, rtol=1e-13)
     lo, hi = lt.entrywise_mu_bounds(n, eta, tau)
     assert np.allclose(thm["lower"], lo) and np.allclose(thm["upper"], hi)
-    # the low-sample regime: bounds → 1 − 1/n as d_eff → ∞, at the first-order rate 4η(1+1/n) + τ + 2√(τ/n)
+    # the low-sample regime: the bounds → 1 − 1/n as d_eff → ∞, with the first-order deviations
+    # of the theorem (lower: 4η(1+1/n) + 2τ + 2√(τ/n); upper: 4η(1+1/n) + τ/n + 2√(τ/n) when
+    # √(nτ) < 1 − η, else 4η + τ + 1/n), from nτ ≪ 1 to nτ ≫ 1, where the first-order τ of the
+    # lower side is visible. The exact bounds come from entrywise_mu_bounds (the lemma's
+    # closed form); the expansions are typed here. Their error is second order: below first².
     big = np.ones(10 ** 6)
-    for n in (5, 50):
+    branches, n_tau = set(), []
+    for n in (5, 50, 500, 2000, 10 ** 4):
         thm = lt.low_sample_bounds(n, big, failure_prob=0.1)
         eta, tau = float(thm["eta"]), float(thm["tau"])
-        first = 4 * eta * (1 + 1 / n) + tau + 2 * math.sqrt(tau / n)
-        for b in (thm["lower"], thm["upper"]):
-            assert abs(float(b) - (1 - 1 / n)) <= 1.2 * first
-        assert first < 0.05
+        below = (1 - 1 / n) - float(thm["lower"])
+        above = float(thm["upper"]) - (1 - 1 / n)
+        first_lo = 4 * eta * (1 + 1 / n) + 2 * tau + 2 * math.sqrt(tau / n)
+        small = math.sqrt(n * tau) < 1 - eta
+        branches.add(small)
+        first_hi = (4 * eta * (1 + 1 / n) + tau / n + 2 * math.sqrt(tau / n) if small
+                    else 4 * eta + tau + 1 / n)
+        assert abs(below - first_lo) <= first_lo ** 2, (n, below, first_lo)
+        assert abs(above - first_hi) <= first_hi ** 2, (n, above, first_hi)
+        n_tau.append(n * tau)
+        if n == 10 ** 4:
+            # the old expansion 4η(1+1/n) + τ + 2√(τ/n) misses the lower deviation here by τ
+            old = 4 * eta * (1 + 1 / n) + tau + 2 * math.sqrt(tau / n)
+            assert abs(below - old) > 3 * first_lo ** 2
+    assert branches == {True, False} and min(n_tau) < 1e-3 and max(n_tau) > 100
 
 
 def test_wishart_gram_moments_and_alignment_law():

@@ -104,6 +104,25 @@ def test_small_cnn_shapes_seed_and_global_rng_untouched():
     assert ng.per_sample_gradients(m, m.theta0, X, torch.arange(6) % 4, loss="cross_entropy").shape == (6, m.p)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_models_and_data_with_one_seed_are_independent(seed):
+    # With a shared stream the first layer was exactly X[:w]/sqrt(d) (errata C4-N1): check
+    # that the first layers of three constructors are uncorrelated with the inputs drawn
+    # from the same seed (|corr| of N independent pairs is below 5/sqrt(N) but for 6e-7).
+    d, w = 20, 30
+    X = ng.gaussian_inputs(w, np.ones(d), seed=seed)
+    firsts = {"deep_linear": ng.deep_linear_model(d, depth=3, width=w, seed=seed).module.weights[0],
+              "two_layer": ng.two_layer_net(d, w, seed=seed).module.W,
+              "mlp": ng.mlp([d, w, 1], seed=seed).module.layers[0].weight}
+    for name, W in firsts.items():
+        W = W.detach()
+        assert W.shape == X.shape, name
+        corr = np.corrcoef(W.flatten().numpy(), X.flatten().numpy())[0, 1]
+        assert abs(corr) < 5 / math.sqrt(X.numel()), (name, corr)
+    # the same seed still gives the same model
+    assert torch.equal(ng.two_layer_net(d, w, seed=seed).theta0, ng.two_layer_net(d, w, seed=seed).theta0)
+
+
 def test_flat_model_keeps_buffers_fixed_and_casts_to_float64():
     class Net(nn.Module):
         def __init__(self):
