@@ -997,43 +997,49 @@ def two_layer_run(X, y, W0, a, *, eta, steps: int, batch_size: int | None = None
             batches = np.asarray(batches)
             if batches.shape != (steps, S, B):
                 raise ValueError(f"batches must have shape (steps, n_seeds, B) = {(steps, S, B)}, got {batches.shape}")
-    rng = np.random.default_rng(seed)
     gram = X @ X.T / n
     a2 = a * a
 
-    def measure(W):
+    def measure(W):                                             # W: (..., m, d)
         A = np.tanh(np.einsum("id,skd->sik", X, W))             # (S, n, m)
         e = A @ a - y
         D = 1 - A * A
         K = gram * np.einsum("sik,sjk,k->sij", D, D, a2)
-        top = np.full(S, np.nan)
+        top = np.full(len(W), np.nan)
         ok = np.isfinite(K).all((1, 2))
         if ok.any():
             top[ok] = np.linalg.eigvalsh(K[ok])[:, -1]
         return 0.5 * (e * e).mean(1), top, np.trace(K, axis1=1, axis2=2)
 
-    rec = {"steps": [], "loss": [], "sharpness": [], "trace": []}
-
-    def record(t):
-        L, top, tr = measure(W)
-        for key, val in zip(("steps", "loss", "sharpness", "trace"), (t, L, top, tr)):
-            rec[key].append(val)
-
+    if batch_size is None:                                      # GD: every sample, every step
+        Xs, ys = np.broadcast_to(X, (S, n, d)), y
+    else:
+        if batches is None:
+            # every step's minibatches at once: the same draws as one rng.random((S, n)) per step
+            rng = np.random.default_rng(seed)
+            batches = np.argsort(rng.random((steps, S, n)), axis=2)[:, :, :B]
+        Xs, ys = X[batches], y[batches]                         # (steps, S, B, d), (steps, S, B)
+    recorded = [0] + [t + 1 for t in range(steps) if (t + 1) % record_every == 0 or t + 1 == steps]
+    Ws = np.empty((len(recorded), S) + W.shape[1:])             # W at the records, measured at the end
+    Ws[0] = W
+    r = 1
     with np.errstate(over="ignore", invalid="ignore"):
-        record(0)
         for t in range(steps):
-            if batch_size is None:
-                Xb, yb = np.broadcast_to(X, (S, n, d)), y
-            else:
-                idx = batches[t] if batches is not None else np.argsort(rng.random((S, n)), axis=1)[:, :B]
-                Xb, yb = X[idx], y[idx]                             # (S, B, d), (S, B)
+            Xb, yb = (Xs, ys) if batch_size is None else (Xs[t], ys[t])   # (S, B, d), (S, B)
             A = np.tanh(np.einsum("sbd,skd->sbk", Xb, W))
             e = A @ a - yb
             dZ = e[..., None] * (1 - A * A) * a                     # (S, B, m)
             W = W - etas[t] * np.einsum("sbk,sbd->skd", dZ, Xb) / Xb.shape[1]
-            W[~np.isfinite(W).all((1, 2))] = np.nan
-            if (t + 1) % record_every == 0 or t + 1 == steps:
-                record(t + 1)
-    out = {k: np.stack(v) if k != "steps" else np.array(v) for k, v in rec.items()}
+            if r < len(recorded) and recorded[r] == t + 1:
+                Ws[r] = W
+                r += 1
+        # A seed that blew up is nan from then on. The seeds do not interact, and an entry
+        # of W that is inf or nan stays so, so this can wait until the end.
+        Ws[~np.isfinite(Ws).all((2, 3))] = np.nan
+        W[~np.isfinite(W).all((1, 2))] = np.nan
+        L, top, tr = measure(Ws.reshape((-1,) + W.shape[1:]))
+    out = {"steps": np.array(recorded)}
+    for key, val in (("loss", L), ("sharpness", top), ("trace", tr)):
+        out[key] = val.reshape(len(recorded), S)
     out["W"] = W
     return out

@@ -558,6 +558,34 @@ def test_two_layer_run_sgd_with_given_batches_matches_a_loop():
         assert np.allclose(run["W"][s].ravel(), th.numpy(), atol=1e-13)
 
 
+def test_two_layer_run_seeded_batches_and_records_as_a_step_by_step_loop():
+    # the seeded minibatches are one rng.random((S, n)) per step, and every record
+    # (loss, sharpness, trace) is that of W at its step; a seed that blows up is nan
+    # from then on, the others carry on
+    model, X, y = _net(d=3, width=4, n=6, seed=1)
+    a = model.module.a.numpy()
+    S, T, B = 3, 12, 2
+    W0 = np.tile(model.theta0.numpy().reshape(4, 3), (S, 1, 1))
+    etas = np.full(T, 0.3)
+    etas[5] = 1e308                                   # overflows W of one seed at step 6
+    run = two_layer_run(X, 1e2 * y, W0, a, eta=etas, steps=T, batch_size=B, n_seeds=S, seed=5,
+                        record_every=4)
+    rng = np.random.default_rng(5)
+    batches = np.stack([np.argsort(rng.random((S, 6)), axis=1)[:, :B] for _ in range(T)])
+    loop = two_layer_run(X, 1e2 * y, W0, a, eta=etas, steps=T, batch_size=B, n_seeds=S,
+                         batches=batches, record_every=4)
+    for key in ("steps", "loss", "sharpness", "trace", "W"):
+        assert np.array_equal(run[key], loop[key], equal_nan=True), key
+    assert run["steps"].tolist() == [0, 4, 8, 12]
+    blown = np.isnan(run["loss"][-1])
+    assert blown.any() and not blown.all() and not np.isnan(run["loss"][:2]).any()
+    assert np.isnan(run["loss"][2:, blown]).all() and np.isnan(run["W"][blown]).all()
+    part = two_layer_run(X, 1e2 * y, W0, a, eta=etas[:4], steps=4, batch_size=B, n_seeds=S,
+                         batches=batches[:4])         # the record at step 4, on its own
+    for key in ("loss", "sharpness", "trace"):
+        assert np.array_equal(part[key][-1], run[key][1]), key
+
+
 def test_two_layer_run_bad_inputs_and_blowup():
     model, X, y = _net()
     a = model.module.a.numpy()
