@@ -24,9 +24,10 @@ two chapters compute on top of them:
 * a two-dimensional double basin with a sharp and a flat minimum and a
   vectorised noisy-GD simulator on it (:class:`DoubleBasin`,
   :func:`basin_escape`);
-* cyclical learning-rate schedules (:func:`cyclical_schedule`) and a fast
-  NumPy SGD simulator for a small tanh network that tracks sharpness at every
-  record (:func:`two_layer_run`).
+* cyclical learning-rate schedules (:func:`cyclical_schedule`), the largest
+  learning rate at which SGD can rest at a minimum (:func:`resting_threshold`),
+  and a fast NumPy SGD simulator for a small tanh network that tracks
+  sharpness at every record (:func:`two_layer_run`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "cyclical_schedule",
     "SCHEDULES",
     "cycle_growth",
+    "resting_threshold",
     "two_layer_run",
 ]
 
@@ -933,6 +935,45 @@ def cycle_growth(lams, etas, batch_size: float = 1, mu: float = 1.0) -> float:
     if rho == 0:
         return 0.0
     return float(np.exp((np.log(rho) + log_scale) / et.size))
+
+
+def resting_threshold(lams, batch_size: float = 1, mu: float = 1.0) -> float:
+    """The largest learning rate at which SGD can rest at a minimum, aligned model (chapter 8).
+
+    With s(η) = (μη/B) Σ_{k: λ_k>0} λ_k / (2 − ηλ_k), SGD can rest for η iff
+    ηλ_1 < 2 and s(η) ≤ 1 (proposition ``prop-resting-set``). s increases
+    strictly from 0 to ∞ on (0, 2/λ_1), so the set of such η is (0, η_c] with
+    s(η_c) = 1; this returns η_c, found by bracketing the root. At η_c the
+    second-moment map M(η) has spectral radius exactly 1.
+
+    Parameters
+    ----------
+    lams : array (p,)
+        Eigenvalues of H at the minimum; negative entries are clipped to 0 (the
+        rounding error of a positive semi-definite Hessian), at least one must be
+        positive.
+    batch_size, mu : float
+        As in :func:`aligned_escape` (for a batch drawn without replacement use
+        1/c(n, B) in place of B).
+    """
+    lam = as_tensor(lams, "lams", ndim=1).numpy()
+    lp = np.clip(lam, 0.0, None)
+    lp = lp[lp > 0]
+    if lp.size == 0:
+        raise ValueError("lams must have at least one positive entry")
+    B = check_positive(batch_size, "batch_size")
+    mu = check_positive(mu, "mu")
+    top = 2.0 / lp.max()
+
+    def s_minus_one(eta):
+        return mu * eta / B * (lp / (2.0 - eta * lp)).sum() - 1.0
+
+    gap = 1e-3                      # s → ∞ as η → 2/λ_1 from below: close in until s > 1
+    while s_minus_one(top * (1 - gap)) <= 0:
+        gap /= 10
+        if gap < 1e-15:             # noise negligible: GD's threshold to machine precision
+            return float(top)
+    return float(brentq(s_minus_one, 0.0, top * (1 - gap), xtol=1e-15 * top, rtol=1e-14))
 
 
 # --------------------------------------------------------------------------- a small network, fast

@@ -16,7 +16,8 @@ import noisegeom as ng
 from noisegeom.escape import (BASIN_NOISES, DoubleBasin, aligned_escape,
                               basin_escape, cycle_growth, cyclical_schedule, find_minimum,
                               group_fractions, hessian_spectra, least_squares_escape,
-                              least_squares_mu_h, prescribed_least_squares, second_moment_operator,
+                              least_squares_mu_h, prescribed_least_squares, resting_threshold,
+                              second_moment_operator,
                               sharpness_summary, stability_diagram, two_layer_run,
                               two_parabola_rates)
 from _fixtures import enumerated_second_moment_map
@@ -522,6 +523,30 @@ def test_cycle_growth_against_explicit_products_and_bounds():
         cycle_growth(lam, [0.1, -0.2])
     with pytest.raises(ValueError, match="lams"):
         cycle_growth([0.0, 0.0], [0.1])
+
+
+def test_resting_threshold_against_the_spectral_radius_and_closed_forms():
+    # independent route: ρ(M(η)) of the aligned map (cycle_growth of a constant schedule) crosses 1 at η_c
+    rng = np.random.default_rng(3)
+    for lam, B, mu in [(np.concatenate([rng.uniform(0.05, 3.0, 12), [0.0, -1e-13]]), 1, 0.8),
+                       (rng.uniform(0.01, 1.0, 40), 4.6, 1.3), (np.array([5.0, 1e-3]), 1, 1.0)]:
+        eta_c = resting_threshold(lam, B, mu)
+        lam_pos = np.clip(lam, 0, None)
+        assert 0 < eta_c < 2 / lam_pos.max()
+        assert cycle_growth(lam_pos, [eta_c], B, mu) == pytest.approx(1.0, abs=1e-9)
+        assert cycle_growth(lam_pos, [0.999 * eta_c], B, mu) < 1 < cycle_growth(lam_pos, [1.001 * eta_c], B, mu)
+        s = mu * eta_c / B * (lam_pos[lam_pos > 0] / (2 - eta_c * lam_pos[lam_pos > 0])).sum()
+        assert s == pytest.approx(1.0, rel=1e-10)
+    # λ = (1, 1), μ = B = 1: s(η) = 2η/(2 − η) = 1 at η = 2/3 (exercise ex-ch8-monotone)
+    assert resting_threshold([1.0, 1.0]) == pytest.approx(2 / 3, rel=1e-12)
+    # one direction: s = μηλ/(B(2 − ηλ)) = 1 at η = 2B/(λ(μ + B))
+    assert resting_threshold([2.0], batch_size=3, mu=0.5) == pytest.approx(2 * 3 / (2.0 * 3.5), rel=1e-12)
+    # noise vanishing (huge B): the threshold approaches GD's 2/λ_1 from below
+    assert 2 / 3.0 * (1 - 1e-6) < resting_threshold([3.0, 1.0], batch_size=1e9) < 2 / 3.0
+    assert resting_threshold([3.0, 1.0], batch_size=1e30) == pytest.approx(2 / 3.0, rel=1e-14)
+    for args, match in [(([0.0, -1.0],), "positive"), (([1.0], 0), "batch_size"), (([1.0], 1, -1.0), "mu")]:
+        with pytest.raises(ValueError, match=match):
+            resting_threshold(*args)
 
 
 # ------------------------------------------------------------------ the fast small network
