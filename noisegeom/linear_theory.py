@@ -154,10 +154,16 @@ def signal_fraction(S, delta, noise_std: float = 0.0) -> float:
 
     Raises if both δᵀSδ and σ vanish (then L = 0 and the metrics are 0/0).
     """
-    S = _covariance(S)
-    delta = _vector(delta, "delta", S.shape[0])
+    A = as_tensor(S, "S", ndim=(1, 2)).numpy()
+    if A.ndim == 1:                       # a spectrum: δᵀSδ = Σ λ_k δ_k², no d×d matrix
+        lam = _eigenvalues(A)             # validates it
+        delta = _vector(delta, "delta", lam.size)
+        q = float((A * delta ** 2).sum())
+    else:
+        S = _covariance(A)
+        delta = _vector(delta, "delta", S.shape[0])
+        q = float(delta @ S @ delta)
     sigma = check_positive(noise_std, "noise_std", allow_zero=True)
-    q = float(delta @ S @ delta)
     two_L = q + sigma ** 2
     if two_L <= 0:
         raise ValueError("delta has δᵀSδ = 0 and noise_std = 0: the loss is zero and the "
@@ -202,9 +208,24 @@ def population_mu(S, delta, *, noise_std: float = 0.0, P=None):
         δ = θ − θ*; with m rows the result is an array of m values.
     noise_std : float
         Label noise σ.
-    P : array (d, d), optional
+    P : array (d, d) or (d,), optional
+        A 1-D P is the diagonal of a diagonal P; with a spectrum S the whole
+        computation is then on vectors, O(d) instead of O(d³).
     """
     St = as_tensor(S, "S", ndim=(1, 2))
+    if St.ndim == 1 and P is not None and np.ndim(P) == 1:
+        lam = St.numpy()
+        pd = _spectrum(as_tensor(P, "P", ndim=1).numpy(), "P")
+        if pd.shape != lam.shape:
+            raise ValueError(f"P must have the shape of S {lam.shape}, got {pd.shape}")
+        signal_fraction(lam, delta, noise_std)                 # validates, rules out L = 0
+        delta = _vector(delta, "delta", lam.size)
+        two_L = float((lam * delta ** 2).sum()) + float(noise_std) ** 2
+        den = float(((lam * pd) ** 2).sum())
+        if den <= 0:
+            raise ValueError("Tr(SPSP) = 0: G vanishes, μ is undefined")
+        w = pd * lam * delta                                    # w = PSδ
+        return 1.0 + float((lam * w ** 2).sum()) / (two_L * den)
     if St.ndim == 1 and P is None:
         _eigenvalues(St, "S")                                   # validates the spectrum
         lam = St.numpy()
@@ -242,7 +263,8 @@ def population_mu_bounds(S, *, snr: float = 1.0, P=None) -> tuple[float, float]:
     Plain model: 1 + ρ λ₋²/‖S‖_F² ≤ μ ≤ 1 + ρ ‖S‖₂²/‖S‖_F², λ₋ the smallest positive
     eigenvalue of S; both are attained (δ along the bottom and the top eigenvector).
     With P = ∂F∂Fᵀ, the same with S replaced by A = S^{1/2} P S^{1/2} (and λ₋ by the
-    smallest eigenvalue of A, zero included). The bounds lie in [1, 2].
+    smallest eigenvalue of A, zero included); a 1-D P with a 1-D S (both diagonal)
+    gives A = Diag(λ_k p_k) without any d×d matrix. The bounds lie in [1, 2].
     """
     rho = check_positive(snr, "snr", allow_zero=True)
     if rho > 1:
@@ -250,6 +272,13 @@ def population_mu_bounds(S, *, snr: float = 1.0, P=None) -> tuple[float, float]:
     if P is None:
         lam = _eigenvalues(S)
         low = lam[lam > _RANK_RTOL * lam[-1]][0]
+    elif np.ndim(S) == 1 and np.ndim(P) == 1:      # diagonal S and P: A = Diag(λ_k p_k)
+        lam = as_tensor(S, "S", ndim=1).numpy()
+        pd = _spectrum(as_tensor(P, "P", ndim=1).numpy(), "P")
+        if pd.shape != lam.shape:
+            raise ValueError(f"P must have the shape of S {lam.shape}, got {pd.shape}")
+        lam = np.sort(_spectrum(lam, "S") * pd)
+        low = lam[0]
     else:
         S = _covariance(S)
         P = _covariance(P, "P")
@@ -368,7 +397,11 @@ def mu_from_residuals(e, X=None, K=None) -> float:
 
     Pass the inputs (or features) X, n×d, or the Gram K = XXᵀ.
     """
-    s, U = _gram_eig(X, K)
+    return _mu_from_eig(*_gram_eig(X, K), e)
+
+
+def _mu_from_eig(s: torch.Tensor, U: torch.Tensor, e) -> float:
+    """:func:`mu_from_residuals` from the positive eigenpairs (s, U) of K."""
     e = _residuals(e, U.shape[0])
     n = U.shape[0]
     a = (U ** 2) @ (s ** 2)                  # a_i = (K²)_ii
@@ -393,7 +426,11 @@ def mu_range(X=None, K=None) -> tuple[float, float]:
     exactly range(X) = range(K) as θ varies, so this is the range of μ over all
     parameters θ with L(θ) > 0. When rank X = n (p ≥ n) it is [λ_min(M), λ_max(M)].
     """
-    s, U = _gram_eig(X, K)
+    return _mu_range_eig(*_gram_eig(X, K))
+
+
+def _mu_range_eig(s: torch.Tensor, U: torch.Tensor) -> tuple[float, float]:
+    """:func:`mu_range` from the positive eigenpairs (s, U) of K."""
     lam = torch.linalg.eigvalsh(_restricted_M(s, U))
     return float(lam[0]), float(lam[-1])
 
@@ -422,7 +459,11 @@ def g_eigendirections(e, X=None, K=None):
     (lam_G, g) : numpy arrays of shape (r,)
         The positive eigenvalues of G (descending) and g(u_k), r = rank K.
     """
-    s, U = _gram_eig(X, K)
+    return _g_eigendirections(*_gram_eig(X, K), e)
+
+
+def _g_eigendirections(s: torch.Tensor, U: torch.Tensor, e):
+    """:func:`g_eigendirections` from the positive eigenpairs (s, U) of K."""
     n = U.shape[0]
     e = _residuals(e, n)
     w = e / e.norm()
@@ -779,17 +820,20 @@ def linear_alignment_summary(n: int = 60, d: int = 120, alpha: float = 1.0, nois
         ph = np.sqrt(np.clip(np.diag(P), 0, None))
         Xt = X * torch.as_tensor(ph)
         S_tilde = lam * ph ** 2                                # a spectrum: no d×d work
+        P = np.diag(P).copy()              # and P by its diagonal (population_mu: O(d))
     else:
         w, V = np.linalg.eigh(P)
         Ph = (V * np.sqrt(np.clip(w, 0, None))) @ V.T
         Xt = X @ torch.as_tensor(Ph)
-        S_tilde = Ph @ np.diag(lam) @ Ph
+        # d_eff and the theorem need only the spectrum of S̃: one eigvalsh for both
+        S_tilde = np.clip(np.linalg.eigvalsh(Ph @ np.diag(lam) @ Ph), 0, None)
     delta = (Fvec - theta_star).numpy()
     rho = signal_fraction(lam, delta, sigma)
-    lam_G, g = g_eigendirections(e, X=Xt)
+    s, U = _gram_eig(X=Xt)                 # K̃ = X̃X̃ᵀ, once for μ, its range and g(u_k)
+    lam_G, g = _g_eigendirections(s, U, e)
     thm = low_sample_bounds(n, S_tilde, failure_prob=failure_prob)
     return {
-        "mu": mu_from_residuals(e, X=Xt), "mu_range": mu_range(X=Xt),
+        "mu": _mu_from_eig(s, U, e), "mu_range": _mu_range_eig(s, U),
         "theorem": (float(thm["lower"]), float(thm["upper"])),
         "mu_pop": population_mu(lam, delta, noise_std=sigma, P=P),
         "mu_pop_bounds": population_mu_bounds(lam, snr=rho, P=P),

@@ -225,6 +225,27 @@ def test_reparameterised_population_by_monte_carlo_through_a_deep_linear_net():
     assert abs(lt.population_mu(lam, F - theta_star, noise_std=0.3) - want) > 10 * se
 
 
+def test_diagonal_P_as_a_vector_gives_the_dense_values():
+    """A 1-D P (diagonal S and P) takes the O(d) route; it must agree with the dense d×d one."""
+    rng = np.random.default_rng(5)
+    lam = ng.power_law_spectrum(40, 1.0)
+    pd = np.logspace(2, 0, 40)
+    pd[3] = 0.0                                   # a zero of P: A has a zero eigenvalue
+    delta = rng.standard_normal(40)
+    for sigma in (0.0, 0.7):
+        dense = lt.population_mu(lam, delta, noise_std=sigma, P=np.diag(pd))
+        assert close(lt.population_mu(lam, delta, noise_std=sigma, P=pd), dense, 1e-12)
+        rho = lt.signal_fraction(lam, delta, sigma)
+        assert close(rho, lt.signal_fraction(np.diag(lam), delta, sigma), 1e-12)
+        for got, want in zip(lt.population_mu_bounds(lam, snr=rho, P=pd),
+                             lt.population_mu_bounds(lam, snr=rho, P=np.diag(pd))):
+            assert close(got, want, 1e-12)
+    with pytest.raises(ValueError, match="P"):
+        lt.population_mu(lam, delta, P=-pd)
+    with pytest.raises(ValueError, match="shape"):
+        lt.population_mu_bounds(lam, P=pd[:5])
+
+
 # =========================================================================== finite samples
 
 @pytest.mark.parametrize("shape", [(7, 12), (15, 4)])
