@@ -367,9 +367,10 @@ def _animated_artists(fig) -> list:
     out = []
     for ax in sorted(fig.axes, key=lambda a: a.get_zorder()):
         out += sorted((a for a in ax.get_children() if a.get_animated()), key=lambda a: a.get_zorder())
-    own = [*fig.texts, *fig.lines, *fig.patches, *fig.artists, *fig.legends,
-           *(getattr(fig, name) for name in ("_suptitle", "_supxlabel", "_supylabel")
-             if getattr(fig, name, None) is not None)]
+    # a suptitle is also one of fig.texts: each artist once, or it is drawn twice (bolder)
+    own = dict.fromkeys([*fig.texts, *fig.lines, *fig.patches, *fig.artists, *fig.legends,
+                         *(getattr(fig, name) for name in ("_suptitle", "_supxlabel", "_supylabel")
+                           if getattr(fig, name, None) is not None)])
     return out + sorted((a for a in own if a.get_animated()), key=lambda a: a.get_zorder())
 
 

@@ -405,10 +405,13 @@ def test_live_plot_updated_in_place_draws_what_a_new_figure_draws():
     in_place, fresh = ng.widgets.LiveFigure(live_plot), ng.widgets.LiveFigure(panels_fn)
     for kwargs in _moves():
         a, b = in_place.rgba(**kwargs), fresh.rgba(**kwargs)
-        # the same picture: at most antialiasing where blitted artists meet others (measured 0.08)
-        assert a.shape == b.shape and np.abs(a.astype(float) - b).mean() < 0.5, kwargs
+        # the same picture: at most antialiasing where blitted artists meet others (measured
+        # 0.003-0.01; a suptitle drawn twice, bolder, gave 0.07)
+        assert a.shape == b.shape and np.abs(a.astype(float) - b).mean() < 0.03, kwargs
     assert set(plt.get_fignums()) == before
     assert in_place.reused == len(_moves()) - 1
+    animated = ng.widgets._animated_artists(in_place._live[0])
+    assert len(animated) == len(set(map(id, animated)))           # each drawn once
     fig = live_plot(slope=0.3, kind="b")
     assert not fig.findobj(lambda a: a.get_animated())
     assert np.allclose(fig.axes[0].lines[1].get_ydata(), 0.3 * np.arange(10))
@@ -416,7 +419,7 @@ def test_live_plot_updated_in_place_draws_what_a_new_figure_draws():
     static = ng.widgets._rgba(fig)
     plt.close(fig)
     plain = panels_fn(slope=0.3, kind="b")
-    assert np.abs(static.astype(float) - ng.widgets._rgba(plain)).mean() < 0.5
+    assert np.abs(static.astype(float) - ng.widgets._rgba(plain)).mean() < 0.03
     plt.close(plain)
 
 
