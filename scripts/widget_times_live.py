@@ -7,7 +7,7 @@ tree; see ``tests/lab_server.py``) and driven by headless Chromium (Debian's, th
 Playwright). For every chapter with an ``ng.widgets.explore`` call: open it through the launch
 link's path, Run All Cells, then move each control of the widget ``--moves`` times as a reader
 would (a slider one step right and back with the arrow keys; a dropdown to the next option and
-back). One update is timed in the page, from the key press (or the option's input event) to
+back), so that each control is timed with the others at their defaults. One update is timed in the page, from the key press (or the option's input event) to
 the new figure decoded and painted (the frame after ``img.decode()``): the kernel round trip,
 the plotting function, the PNG and the browser together. Prints one ``name: value`` line per
 chapter, then a table of the median and the 95th percentile against the aims (median at most
@@ -36,7 +36,9 @@ NB = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"     # the notebook on 
 # Record the start of an update (capture phase: before any widget handler runs) and its end:
 # the widget cell's figure replaced by a new, decoded image, one animation frame later.
 INSTRUMENT = """cellIndex => {
-  const cell = document.querySelector(`NB .jp-Cell[data-windowed-list-index="${cellIndex}"]`);
+  const cellSel = `NB .jp-Cell[data-windowed-list-index="${cellIndex}"]`;
+  const figure = () => { const c = document.querySelector(cellSel);
+                         return c && c.querySelector('.jp-OutputArea-output img'); };
   window.__ng = {t0: null, t1: null};
   const start = () => { window.__ng.t0 = performance.now(); window.__ng.t1 = null; };
   if (!window.__ngListening) {
@@ -44,13 +46,16 @@ INSTRUMENT = """cellIndex => {
     document.addEventListener('input', e => { if (e.target.tagName === 'SELECT') start(); }, true);
     window.__ngListening = true;
   }
-  let last = (cell.querySelector('.jp-OutputArea-output img') || {}).src;
+  // Watch the whole notebook, not the cell's element: JupyterLab's windowed notebook may
+  // replace a cell's element when it scrolls, and an observer on the old one sees nothing.
+  let last = (figure() || {}).src;
   new MutationObserver(() => {
-    const img = cell.querySelector('.jp-OutputArea-output img');
+    const img = figure();
     if (!img || img.src === last) return;
     last = img.src;
     img.decode().then(() => requestAnimationFrame(() => { window.__ng.t1 = performance.now(); }));
-  }).observe(cell, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+  }).observe(document.querySelector('NB'), {subtree: true, childList: true, attributes: true,
+                                            attributeFilter: ['src']});
 }""".replace("NB", NB)
 
 
@@ -86,8 +91,14 @@ def time_chapter(page, base: str, rel: str, moves: int, timeout_s: int) -> list[
             for m in range(moves):
                 cell.scroll_into_view_if_needed()
                 if is_select:
-                    current = control.evaluate("el => el.selectedIndex")
-                    target = current + 1 if current + 1 < n_options else current - 1
+                    # to the next option and back, as the slider goes right and back: the other
+                    # controls are then timed at this one's default (a "constant" schedule, say,
+                    # would make chapter 8's period do nothing)
+                    if m % 2 == 0:
+                        home = control.evaluate("el => el.selectedIndex")
+                        target = home + 1 if home + 1 < n_options else home - 1
+                    else:
+                        target = home
                     control.select_option(index=target)
                 else:
                     control.focus()
