@@ -86,11 +86,15 @@ def _ancestors(node):
         yield node
 
 
-def _addresses(env) -> dict[str, str]:
-    if not hasattr(env, "_ng_work_addresses"):
+def _bibliography(env) -> tuple[dict[str, str], set[str]]:
+    """The book's work addresses (-> key) and all its bibliography keys, read once a build."""
+    if not hasattr(env, "_ng_bibliography"):
+        from pybtex.database import parse_file
+
         bibfiles = [Path(env.srcdir) / f for f in env.config.bibtex_bibfiles]
-        env._ng_work_addresses = work_addresses(bibfiles)
-    return env._ng_work_addresses
+        keys = {key for f in bibfiles for key in parse_file(str(f)).entries}
+        env._ng_bibliography = (work_addresses(bibfiles), keys)
+    return env._ng_bibliography
 
 
 class CitationLinks(SphinxTransform):
@@ -103,8 +107,7 @@ class CitationLinks(SphinxTransform):
         from sphinxcontrib.bibtex.citation_target import CitationTarget
         from sphinxcontrib.bibtex.roles import CitationRef
 
-        addresses = _addresses(self.env)
-        keys = set(addresses.values()) | self._all_keys()
+        addresses, keys = _bibliography(self.env)
         domain = self.env.get_domain("cite")
         lists = {id(node.next_node(nodes.bullet_list, siblings=True, descend=False))
                  for node in self.document.findall(nodes.comment)
@@ -127,14 +130,6 @@ class CitationLinks(SphinxTransform):
                 citation_ref_id=pending["ids"][0], docname=self.env.docname,
                 line=ref.line or 0, targets=[CitationTarget(key, "", "")]))
             ref.replace_self(pending)
-
-    def _all_keys(self) -> set:
-        if not hasattr(self.env, "_ng_bib_keys"):
-            from pybtex.database import parse_file
-
-            self.env._ng_bib_keys = {key for f in self.env.config.bibtex_bibfiles
-                                     for key in parse_file(str(Path(self.env.srcdir) / f)).entries}
-        return self.env._ng_bib_keys
 
 
 class ResolvePortableLinks(SphinxPostTransform):

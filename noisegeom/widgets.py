@@ -315,22 +315,20 @@ class LiveFigure:
             plt.close(fig)
 
     def _rgba_in_place(self, kwargs) -> np.ndarray:
-        if self._live is None:
+        first = self._live is None
+        if first:
             fig, update = self.plot_fn.start()
             plt.close(fig)                   # drawn here only, never by the notebook's backend
-            update(**kwargs)
-            self._live, self._key = (fig, update), "in place"
-            if fig.get_layout_engine() is None:
-                return _rgba(fig)            # tight box (savefig draws animated artists too)
-            pixels = self._blit(fig)         # the full drawing solves the layout, once
-            fig.set_layout_engine("none")
+            self._live = (fig, update)
         else:
-            fig, update = self._live
-            update(**kwargs)
             self.reused += 1
-            if fig.get_layout_engine() is None:
-                return _rgba(fig)
-            pixels = self._blit(fig)
+        fig, update = self._live
+        update(**kwargs)
+        if fig.get_layout_engine() is None:
+            return _rgba(fig)                # tight box (savefig draws animated artists too)
+        pixels = self._blit(fig)
+        if first:
+            fig.set_layout_engine("none")    # the first full drawing solved the layout: keep it
         return pixels.copy()
 
     def _blit(self, fig) -> np.ndarray:
@@ -355,7 +353,7 @@ class LiveFigure:
         from IPython.display import Image
         from PIL import Image as PILImage
 
-        level = 6 if self._key is None else 1
+        level = 6 if self._key is None and self._live is None else 1
         buf = io.BytesIO()
         PILImage.fromarray(self.rgba(**kwargs)).save(buf, format="png", compress_level=level)
         return Image(data=buf.getvalue(), format="png")
