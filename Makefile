@@ -3,6 +3,7 @@
 #   make book      set up .venv (only when needed), strict executed build -> _build/html
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
 #   make student   student edition (solutions removed) -> _build/student/html
+#   make assignments  otter-grader assignments of every chapter -> _build/assignments/<chapter>/
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
 #   make widget-times  the time of every chapter's widget update in the kernel (scripts/widget_times.py)
 #   make widget-times-live  the same, key press to new figure, in JupyterLab (scripts/widget_times_live.py)
@@ -25,10 +26,10 @@ ENV_HASH  := $(shell cat requirements.txt .binder/requirements-lab.txt pyproject
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup chromium book test student bench widget-times widget-times-live lab clean distclean
+.PHONY: help setup chromium book test student assignments bench widget-times widget-times-live lab clean distclean
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## set-up ---------------------------------------------------------------------
 
@@ -75,6 +76,11 @@ test: setup chromium
 
 student: setup
 	@scripts/build_book.sh student
+
+# Otter-grader assignments from the chapters' exercises and assignments/<chapter>.py
+# (scripts/make_assignments.py): student notebook, autograder zip, solutions.
+assignments: setup
+	$(PY) scripts/make_assignments.py
 
 bench: setup
 	$(PY) scripts/bench.py
