@@ -29,6 +29,7 @@ import re
 import stat
 import subprocess
 import sys
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -470,8 +471,10 @@ class Artifact:
 
     def __init__(self, path: Path, raw: str):
         self.path, self.raw = path, raw
+        self.soup = None
         if path.suffix == ".html":
-            self.views = [("text", BeautifulSoup(raw, "html.parser").get_text("\n"))]
+            self.soup = BeautifulSoup(raw, "html.parser")
+            self.views = [("text", self.soup.get_text("\n"))]
         elif path.suffix == ".ipynb":
             self.views = [("cells", _notebook_text(json.loads(raw)))]
         else:
@@ -523,6 +526,9 @@ def student_artifacts() -> tuple[list[Artifact], list[Path]]:
             if not path.is_file():
                 continue
             data = path.read_bytes()
+            if path.name == "objects.inv":  # Sphinx's inventory: 4 header lines, then zlib
+                header = data.split(b"\n", 4)
+                data = b"\n".join(header[:4]) + b"\n" + zlib.decompress(header[4])
             try:
                 raw = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -546,14 +552,14 @@ def _where(path: Path) -> str:
 def test_student_artifacts_cover_the_site_and_tree(student_build):
     texts, binary = student_artifacts()
     where = [_where(a.path) for a in texts]
-    for need in ("html/searchindex.js", "html/chapters/01_sgd_in_one_picture.html",
+    for need in ("html/searchindex.js", "html/objects.inv", "html/chapters/01_sgd_in_one_picture.html",
                  "html/_sources/chapters/01_sgd_in_one_picture.md",
                  "html/_sources/chapters/01_sgd_in_one_picture.ipynb",
                  "tree/chapters/01_sgd_in_one_picture.md", "tree/README.md"):
         assert need in where, need
     # Only images, fonts and compressed data may go unread.
     unread = {p.suffix for p in binary} - {".png", ".webp", ".woff", ".woff2", ".ttf", ".eot", ".jpg",
-                                          ".gif", ".ico", ".inv", ".pickle", ".zip", ".pdf"}
+                                          ".gif", ".ico", ".pickle", ".zip", ".pdf"}
     assert not unread, sorted(str(p) for p in binary if p.suffix in unread)
     print(f"student artifacts: {len(texts)} text files scanned, {len(binary)} binary files skipped")
 
@@ -567,6 +573,10 @@ def test_no_solution_directive_in_student_artifacts(student_build):
                 if any(marker in line for marker in DIRECTIVE_MARKERS):
                     hits.append(f"{_where(artifact.path)} ({view}) line {number}: {line.strip()[:120]}")
     assert not hits, "solution directives in the student edition:\n" + "\n".join(hits[:40])
+    # No label of a removed solution is left in the inventory (a link to nowhere).
+    inventory = next(a for a in student_artifacts()[0] if a.path.name == "objects.inv")
+    labels = [line for line in inventory.raw.splitlines() if re.search(r"-solution-\d+ std:label", line)]
+    assert not labels, labels[:5]
 
 
 @pytest.mark.book
@@ -590,6 +600,7 @@ def test_no_solution_text_in_student_artifacts(student_build):
 def test_every_exercise_statement_is_in_the_student_edition(student_build):
     """Positive control: the stripping removed solutions, not exercises."""
     missing, checked = [], 0
+    by_path = {a.path: a for a in student_artifacts()[0]}
     for chapter in CHAPTERS:
         text = chapter.read_text(encoding="utf-8")
         blocks = _directive_blocks(text, {"exercise", "exercise-start"})
@@ -597,12 +608,10 @@ def test_every_exercise_statement_is_in_the_student_edition(student_build):
             continue
         lines = text.splitlines()
         rel = f"chapters/{chapter.stem}"
-        targets = [Artifact(p, p.read_text(encoding="utf-8")) for p in (
-            STUDENT_HTML / f"{rel}.html", STUDENT_HTML / "_sources" / f"{rel}.md", TREE / f"{rel}.md")]
-        notebook = STUDENT_HTML / "_sources" / f"{rel}.ipynb"
-        if notebook.exists():
-            targets.append(Artifact(notebook, notebook.read_text(encoding="utf-8")))
-        page = BeautifulSoup(targets[0].raw, "html.parser")
+        targets = [by_path[p.resolve()] for p in (
+            STUDENT_HTML / f"{rel}.html", STUDENT_HTML / "_sources" / f"{rel}.md", TREE / f"{rel}.md",
+            STUDENT_HTML / "_sources" / f"{rel}.ipynb") if p.exists()]
+        page = targets[0].soup
         assert len(page.select("div.exercise")) == len(blocks), (
             f"{rel}.html shows {len(page.select('div.exercise'))} exercises, the source has {len(blocks)}")
         for a, b in blocks:
@@ -673,9 +682,11 @@ def test_launch_buttons_open_branch_student_at_paths_in_the_tree(student_build):
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     org, repo = cfg["repository"]["url"].rstrip("/").split("/")[-2:]
     launches, problems = 0, []
-    for page in sorted(STUDENT_HTML.resolve().rglob("*.html")):
-        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
-        for a in soup.find_all("a", href=True):
+    for artifact in student_artifacts()[0]:
+        if artifact.soup is None:
+            continue
+        page = artifact.path
+        for a in artifact.soup.find_all("a", href=True):
             url = urlparse(a["href"])
             if re.search(rf"/(blob|tree|edit)/main\b", url.path) and repo in url.path:
                 problems.append(f"{_where(page)}: link to the default branch {a['href']}")
