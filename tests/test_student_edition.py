@@ -688,7 +688,7 @@ def test_launch_buttons_open_branch_student_at_paths_in_the_tree(student_build):
         page = artifact.path
         for a in artifact.soup.find_all("a", href=True):
             url = urlparse(a["href"])
-            if re.search(rf"/(blob|tree|edit)/main\b", url.path) and repo in url.path:
+            if re.search(r"/(blob|tree|edit)/main\b", url.path) and repo in url.path:
                 problems.append(f"{_where(page)}: link to the default branch {a['href']}")
             if not url.path.startswith("/v2/"):  # a launch button (not a mention of Binder)
                 continue
