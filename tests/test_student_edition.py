@@ -703,3 +703,39 @@ def test_launch_buttons_open_branch_student_at_paths_in_the_tree(student_build):
     n_chapters = sum(1 for p in CHAPTERS if p.stem[:2].isdigit() and "```{code-cell}" in p.read_text())
     assert launches >= n_chapters, f"{launches} launch buttons for {n_chapters} chapters with code"
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_student_notebook_needs_nothing_from_a_solution(chapter):
+    """A student runs the chapter without its solutions' cells: no later cell may use a
+    name that only a solution's cell defines (it would raise NameError on Binder)."""
+    import ast
+    import builtins
+
+    from myst_nb.core.read import read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
+
+    text = chapter.read_text(encoding="utf-8")
+    nb = read_myst_markdown_notebook(text, MdParserConfig(enable_extensions=set(BOOK_EXTENSIONS)),
+                                     add_source_map=True)
+    in_solution = {i for a, b in solution_ranges(text) for i in range(a, b)}
+    from_solutions, available, problems = set(), set(dir(builtins)), []
+    for cell, line in zip(nb.cells, nb.metadata["source_map"]):
+        if cell.cell_type != "code":
+            continue
+        # IPython magics and shell lines are not Python.
+        source = "\n".join(s for s in cell.source.splitlines() if not s.lstrip().startswith(("%", "!")))
+        tree = ast.parse(source)
+        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        bound |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        if line - 1 in in_solution:
+            from_solutions |= bound - available
+            continue
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        missing = (used & from_solutions) - available
+        if missing:
+            problems.append(f"{chapter.name}:{line}: uses {sorted(missing)}, defined only in a solution")
+        available |= bound
+    assert not problems, "\n".join(problems)
