@@ -2,7 +2,7 @@
 #
 #   make book      set up .venv (only when needed), strict executed build -> _build/html
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
-#   make student   student edition (solutions removed) -> _build/student/html
+#   make student   student edition without solutions -> _build/student/html (+ tree/ for branch student)
 #   make assignments  otter-grader assignments of every chapter -> _build/assignments/<chapter>/
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
 #   make widget-times  the time of every chapter's widget update in the kernel (scripts/widget_times.py)
@@ -74,6 +74,11 @@ test: setup chromium
 	if [ $$build_rc -ne 0 ] || [ $$test_rc -ne 0 ]; then exit 1; fi; \
 	echo "make test: all passed (screenshots in _build/screenshots/)"
 
+# The student edition: the website without solutions (pages, search index, .md and
+# .ipynb downloads; _ext/student_edition.py), built from the full book's execution
+# cache, and _build/student/tree, the solution-free sources that its Binder buttons
+# open from branch `student`. Nothing is committed or pushed: publish the tree with
+# `.venv/bin/python scripts/student_branch.py commit && git push origin student`.
 student: setup
 	@scripts/build_book.sh student
 

@@ -3,6 +3,7 @@
 #
 #   scripts/build_book.sh                 # the book        -> _build/html
 #   scripts/build_book.sh student         # student edition -> _build/student/html
+#                                         #   + its source tree  -> _build/student/tree
 #
 # Runs `jupyter-book build . -W -n --keep-going`: any cell error, broken
 # reference or warning fails the build, and --keep-going makes the build report
@@ -23,8 +24,12 @@ case "$edition" in
     args=(.)
     ;;
   student)
-    # Same book, same execution cache, solutions removed (sphinx-exercise's
-    # hide_solutions), built from a generated copy of _config.yml.
+    # Same book, solutions removed, built from a generated copy of _config.yml:
+    # hide_solutions switches _ext/student_edition.py on, which removes every
+    # solution from the pages and the downloads. The chapters are read unchanged,
+    # so the execution cache of the full book serves this build too. The launch
+    # buttons open the solution-free branch `student` (written below into
+    # _build/student/tree; scripts/student_branch.py commit puts it on the branch).
     out=_build/student
     mkdir -p "$out"
     "$PY" - "$ROOT" "$out/_config.yml" <<'EOF' || exit 1
@@ -40,9 +45,12 @@ sphinx["local_extensions"] = {
     name: str((root / path).resolve())
     for name, path in (sphinx.get("local_extensions") or {}).items()
 }
-# Cuts gated solutions (solution-start ... solution-end) out of the sources.
 sphinx["local_extensions"]["student_edition"] = str(root / "_ext")
 sphinx.setdefault("config", {})["hide_solutions"] = True
+# Binder opens the chapters from the solution-free branch; the repository
+# button would lead to the default branch, solutions and all.
+cfg.setdefault("repository", {})["branch"] = "student"
+cfg.setdefault("html", {})["use_repository_button"] = False
 dest.write_text(yaml.safe_dump(cfg, sort_keys=False))
 EOF
     args=(. --config "$out/_config.yml" --path-output "$out/tmp")
@@ -76,6 +84,13 @@ echo "$(( $(date +%s) - start ))" > "$out/build.seconds"
 if [ "$edition" = student ]; then
   # jupyter-book writes to <path-output>/_build/html; expose it as _build/student/html.
   ln -sfn tmp/_build/html "$out/html"
+  # The source tree of the `student` branch, whatever the build's outcome (it
+  # does not depend on it), so that the tests can check both.
+  if ! "$PY" scripts/student_branch.py tree "$out/tree"; then
+    echo "writing the student tree $out/tree failed" >&2
+    [ "$rc" -ne 0 ] || rc=1
+    echo "$rc" > "$out/build.rc"
+  fi
 fi
 
 if [ "$rc" -ne 0 ]; then
