@@ -248,7 +248,8 @@ def test_rewrite_and_check(tmp_path, monkeypatch):
     assert et.main([]) == 0
     assert et.is_current(root) and et.main(["--check"]) == 0
     text = (root / "chapters" / "B_instructors.md").read_text()
-    assert "| [Exercise 2.1](02_a.md#ex-a-first) | First | pen and paper | warm-up | 10 min | add two numbers | yes |" in text
+    assert "| [Exercise 2.1](02_a.md#ex-a-first): First | pen and paper; warm-up | 10 min | add two numbers | yes |" in text
+    assert "| [Exercise 2.4](02_a.md#ex-a-fourth) | pen and paper + code; standard | 30 min |" in text
     assert "| **All** | 4 | 1 | 3 | 1 | 105 min (1 h 45) |" in text
     # an edit to the metadata makes the table stale again
     chapter = root / "chapters" / "02_a.md"
