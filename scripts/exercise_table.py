@@ -9,7 +9,8 @@ carries what an instructor needs and a student does not see::
     % for instructors: 20 min; goal: verify the minibatch covariance exactly by enumerating every batch
 
 (an estimated time for a good student, 5 to 90 minutes, and one sentence, lower-case start, no
-final period). This script reads the chapters in the order of ``_toc.yml``, numbers the exercises
+final period). A gated exercise (``{exercise-start}`` ... ``{exercise-end}``) carries it as the
+first line after its ``{exercise-start}`` directive. This script reads the chapters in the order of ``_toc.yml``, numbers the exercises
 as sphinx-exercise does (the n-th exercise of chapter c is "Exercise c.n", in document order),
 and writes a Markdown table of all of them between two MyST comment lines of the appendix::
 
@@ -124,7 +125,16 @@ def _blocks(lines: list[str]):
         k = j
         while k < len(lines) and lines[k].rstrip() != fence:
             k += 1
-        yield name, argument, options, lines[j:k], i + 1
+        body = lines[j:k]
+        if name == "exercise-start" and not any(line.strip() for line in body):
+            # a gated exercise: its body follows the directive, up to {exercise-end}
+            j = k + 1
+            k = next((m for m in range(j, len(lines))
+                      if (o := OPENING.match(lines[m])) and o.group(2) == "exercise-end"), len(lines))
+            body = lines[j:k]
+            while body and not body[0].strip():
+                body = body[1:]
+        yield name, argument, options, body, i + 1
         i = k + 1 if name in ("exercise", "exercise-start") else j
 
 

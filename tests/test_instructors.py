@@ -81,7 +81,7 @@ def test_every_exercise_has_valid_metadata():
     for path in _chapter_sources():
         lines = path.read_text(encoding="utf-8").split("\n")
         for i, line in enumerate(lines):
-            if re.match(r"^[:`]{3,}\{exercise(-start)?\}", line):
+            if re.match(r"^[:`]{3,}\{exercise\}", line):          # (gated ones: collect() above)
                 j = i + 1
                 while lines[j].startswith(":") and not lines[j].startswith(":::"):
                     j += 1
@@ -277,6 +277,21 @@ def test_bad_metadata_names_chapter_and_label(tmp_path, meta, message, capsys, m
     monkeypatch.setattr(et, "ROOT", root)
     assert et.main(["--check"]) == 1
     assert "ex-a-first" in capsys.readouterr().err
+
+
+def test_a_gated_exercise_has_its_metadata_after_the_directive(tmp_path):
+    root = _book(tmp_path)
+    chapter = root / "chapters" / "02_a.md"
+    gated = ("\n::::{exercise-start} Fifth (coding)\n:label: ex-a-fifth\n::::\n\n"
+             "% for instructors: 35 min; goal: fill in a function\n\nComplete\n\n"
+             "```{code-cell} ipython3\ndef g():\n    ...\n```\n\n::::{exercise-end}\n::::\n")
+    chapter.write_text(chapter.read_text() + gated)
+    fifth = et.collect(root)[-1]
+    assert (fifth.name, fifth.label, fifth.title, fifth.kind, fifth.minutes) == (
+        "Exercise 2.5", "ex-a-fifth", "Fifth", "code", 35)
+    chapter.write_text(chapter.read_text().replace("% for instructors: 35 min; goal: fill in a function\n", ""))
+    with pytest.raises(et.ExerciseError, match="'ex-a-fifth': the first line after the options"):
+        et.collect(root)
 
 
 def test_an_exercise_without_label_is_refused(tmp_path):
