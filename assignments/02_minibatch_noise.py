@@ -14,6 +14,10 @@ Checked exercises
     (numpy's ``eigh`` and an explicit loop over k), on matrices with known answers
     (Σ along the top or the bottom eigenvector of G) and under invariances
     (a common rotation, positive scalings, numpy inputs).
+``ex-ch2-fourth``
+    ``fourth_moment(grads, batch_size)``: E||xi||^4 with replacement from the
+    formula of part (a). Compared with the exact average of ||xi||^4 over all
+    n**B ordered index tuples (B = 1, where it is m4, and larger B; p > n too).
 
 Tolerances: float64 throughout, matrices agree to 1e-10 relative to their size.
 """
@@ -235,6 +239,62 @@ def directions_invariances(directions_needed):
             f"scalings; got {base}, {rotated} (rotated), {scaled} (scaled, numpy)")
 
 
+
+# ------------------------------------------------------------------ ex-ch2-fourth
+
+@check("ex-ch2-fourth", points=2)
+def fourth_moment_enumerated(fourth_moment):
+    """Public: against the exact E||xi||^4 over all n**B ordered index tuples."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    assert fourth_moment is not None, (
+        "fourth_moment is not defined yet: define a function fourth_moment(grads, batch_size)")
+    gen = torch.Generator().manual_seed(8)
+    n, p = 5, 3
+    grads = torch.randn(n, p, dtype=torch.float64, generator=gen) + 0.3
+    mean = grads.mean(0)
+    for B in (1, 3):
+        # every ordered tuple is equally likely with replacement: an exact average
+        tuples = list(itertools.product(range(n), repeat=B))
+        xi = torch.stack([grads[list(t)].mean(0) for t in tuples]) - mean
+        exact = float(((xi ** 2).sum(1) ** 2).mean())
+        out = fourth_moment(grads.clone(), B)
+        assert out is not None and out is not Ellipsis, (
+            f"fourth_moment returned {out!r}; expected a float")
+        out = float(np.asarray(out))
+        assert abs(out - exact) <= 1e-10 * exact, (
+            f"n = {n}, B = {B}, with replacement: averaging ||xi||^4 over all {n}**{B} "
+            f"ordered batches gives {exact:.10f}, got {out:.10f}. Hint: m4 uses the centred "
+            f"gradients; the (B - 1) term has (Tr Sigma_1)^2 + 2 ||Sigma_1||_F^2 (two "
+            f"pairings give ||Sigma_1||_F^2), and everything is divided by B^3")
+
+
+@check("ex-ch2-fourth", hidden=True, points=2)
+def fourth_moment_hidden(fourth_moment):
+    """Hidden: p > n, B = 2 and B = n = 4, enumerated."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    assert fourth_moment is not None, "fourth_moment is not defined yet"
+    rng = np.random.default_rng(21)
+    n, p = 4, 7
+    grads = torch.as_tensor(rng.standard_normal((n, p)) * np.linspace(2, 0.2, p))
+    mean = grads.mean(0)
+    for B in (2, 4):
+        tuples = list(itertools.product(range(n), repeat=B))
+        xi = torch.stack([grads[list(t)].mean(0) for t in tuples]) - mean
+        exact = float(((xi ** 2).sum(1) ** 2).mean())
+        out = fourth_moment(grads, B)
+        assert out is not None and out is not Ellipsis, f"fourth_moment returned {out!r}"
+        assert abs(float(np.asarray(out)) - exact) <= 1e-10 * exact, (
+            f"n = {n}, p = {p}, B = {B}: expected {exact:.10f}, got {float(out):.10f}")
+
+
 # A plausible wrong answer per question (each must fail a public check).
 WRONG_ANSWERS = {
     # with replacement, multisets instead of the equally likely ordered tuples
@@ -296,5 +356,31 @@ def directions_needed(sigma, G, share=0.9):
     carried = ((sigma @ U) * U).sum(0)                       # u_j^T sigma u_j
     reached = torch.cumsum(carried, 0) >= share * torch.trace(sigma) * (1 - 1e-12)
     return int(torch.nonzero(reached)[0, 0]) + 1
+''',
+    # one pairing of the four indices forgotten: ||Sigma_1||_F^2 once instead of twice
+    "ex-ch2-fourth": '''\
+def fourth_moment(grads, batch_size):
+    """E||xi||^4 of the minibatch noise with replacement, from part (a).
+
+    Parameters
+    ----------
+    grads : torch.Tensor, shape (n, p)
+        Per-sample gradients g_i as rows.
+    batch_size : int
+        B >= 1.
+
+    Returns
+    -------
+    float
+        (m4 + (B - 1) [(Tr Sigma_1)^2 + 2 ||Sigma_1||_F^2]) / B^3.
+    """
+    grads = torch.as_tensor(grads, dtype=torch.float64)
+    C = grads - grads.mean(0)
+    n, B = C.shape[0], batch_size
+    m4 = float(((C ** 2).sum(1) ** 2).mean())
+    # Tr Sigma_1 and ||Sigma_1||_F^2 through the n x n Gram matrix of the centred rows
+    K = C @ C.T / n
+    trace, frob2 = float(K.trace()), float((K ** 2).sum())
+    return (m4 + (B - 1) * (trace ** 2 + frob2)) / B ** 3
 ''',
 }
