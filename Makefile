@@ -3,6 +3,7 @@
 #   make book      set up .venv (only when needed), strict executed build -> _build/html
 #   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
 #   make student   student edition (solutions removed) -> _build/student/html
+#   make pdf       both editions as PDFs -> _build/pdf/book.pdf, student.pdf (linked from the sites)
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
 #   make widget-times  the time of every chapter's widget update in the kernel (scripts/widget_times.py)
 #   make widget-times-live  the same, key press to new figure, in JupyterLab (scripts/widget_times_live.py)
@@ -25,10 +26,10 @@ ENV_HASH  := $(shell cat requirements.txt .binder/requirements-lab.txt pyproject
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup chromium book test student bench widget-times widget-times-live lab clean distclean
+.PHONY: help setup chromium book test student pdf bench widget-times widget-times-live lab clean distclean
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## set-up ---------------------------------------------------------------------
 
@@ -75,6 +76,11 @@ test: setup chromium
 
 student: setup
 	@scripts/build_book.sh student
+
+# Prints the built sites with Debian's headless Chromium and merges the pages with pypdf
+# (scripts/make_pdf.py); the PDFs are also copied into the sites, at <site>/pdf/.
+pdf: book student chromium
+	$(PY) scripts/make_pdf.py
 
 bench: setup
 	$(PY) scripts/bench.py
