@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -82,6 +83,7 @@ CHROMIUM_ARGS = [
 # A4 with book margins; the footer band holds the page number (stamped by number_pages).
 PAGE = {"format": "A4", "margin": {"top": "18mm", "bottom": "20mm", "left": "17mm", "right": "17mm"}}
 A4_MM = (210, 297)
+COLUMN_PX = round((A4_MM[0] - 2 * 17) / 25.4 * 96)   # the printed column in CSS pixels
 
 PRINT_CSS = """
 @media print {
@@ -93,6 +95,9 @@ PRINT_CSS = """
   button.copybtn, .ng-explorer-controls, .ng-explorer-note, details.hide.above-input,
   details.hide.below-input > summary, .toggle-details__summary { display: none !important; }
   html { font-size: 10pt; }
+  /* MathJax's hidden MathML copy (for screen readers) of a wide formula widens the page, and
+     Chromium then prints the page shifted and cut: drop it in print */
+  mjx-assistive-mml { display: none !important; }
   /* Skia prints a blurred shadow as a full-resolution image mask: megabytes per book */
   /* (the theme sets them with !important on classes: :not(#id) outranks a class) */
   :root { --pst-color-shadow: transparent !important; }
@@ -100,7 +105,8 @@ PRINT_CSS = """
     box-shadow: none !important; text-shadow: none !important; }
   .bd-page-width, .bd-container, .bd-container__inner, .bd-main, .bd-content,
   .bd-article-container, .bd-article { max-width: none !important; width: auto !important;
-    padding: 0 !important; margin: 0 !important; overflow: visible !important; }
+    padding: 0 !important; margin: 0 !important; overflow: visible !important;
+    min-width: 0 !important; }   /* flex items: a wide formula must not widen the page */
   /* the theme hides a page's own title in print (it prints a copy above the contents list,
      which PREPARE_JS removes) */
   article section > h1 { display: block !important; }
@@ -154,6 +160,13 @@ PREPARE_JS = r"""async () => {
     box.appendChild(cap);
   }
   await document.fonts.ready;
+  // a display formula wider than the column is scaled down to fit it (the page is laid out
+  // at the printed column's width, in print media)
+  for (const box of document.querySelectorAll('mjx-container[display="true"]')) {
+    const math = box.querySelector('mjx-math');
+    const avail = box.getBoundingClientRect().width, need = math ? math.getBoundingClientRect().width : 0;
+    if (avail > 0 && need > avail) box.style.fontSize = Math.floor(100 * avail / need - 1) + '%';
+  }
   const untypeset = [...document.querySelectorAll('span.math, div.math')]
     .filter(el => !el.querySelector('mjx-container')).map(el => el.textContent.slice(0, 60));
   const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
@@ -171,7 +184,22 @@ PREPARE_JS = r"""async () => {
   const headings = [...document.querySelectorAll('article section > h2, article section > h3')]
     .map(h => ({level: Number(h.tagName[1]), id: h.parentElement.id, text: text(h)}))
     .filter(h => h.id && h.text);
-  return {untypeset, broken, title, headings};
+  // Every element a link may point to, with a text that finds its page in the PDF (its
+  // heading or block title) and its section: used where Chromium wrote no destination.
+  const targets = [];
+  for (const el of document.querySelectorAll('article [id]')) {
+    let probe = '';
+    if (el.matches('section') && el.querySelector(':scope > h1, :scope > h2, :scope > h3, :scope > h4')) {
+      probe = text(el.querySelector(':scope > h1, :scope > h2, :scope > h3, :scope > h4'));
+    } else if (el.matches('div.admonition') && el.querySelector(':scope > .admonition-title')) {
+      probe = text(el.querySelector(':scope > .admonition-title'));
+    }
+    const sec = el.parentElement && el.parentElement.closest('section[id]');
+    // the contents list under the title names the sections once more, before them
+    const listed = !!(printToc && printToc.querySelector('a[href="#' + CSS.escape(el.id) + '"]'));
+    targets.push({id: el.id, probe, section: sec ? sec.id : '', listed});
+  }
+  return {untypeset, broken, title, headings, targets};
 }"""
 
 
@@ -183,6 +211,7 @@ class Part:
     pdf: bytes = b""
     pages: int = 0
     headings: list = field(default_factory=list)  # {level, id, text} of its h2/h3 sections
+    targets: list = field(default_factory=list)   # {id, probe, section} of its elements with an id
     first_page: int = 0            # index of its first page among the numbered pages
     dests: dict = field(default_factory=dict)   # element id -> (page index in the book, left, top)
 
@@ -203,6 +232,26 @@ def toc_docnames(toc_file: Path = ROOT / "_toc.yml") -> list[str]:
     for part in toc.get("parts") or [{"chapters": toc.get("chapters")}]:
         walk(part.get("chapters"))
     return [re.sub(r"\.(md|ipynb|rst)$", "", n) for n in names]
+
+
+def edition_docnames(edition: str) -> list[str]:
+    """The files of _toc.yml that an edition prints, in order.
+
+    The book prints every one and fails if one is not built. The student edition may leave
+    out pages on purpose (instructors' material): it prints those its site has, and fails
+    only if it has none of the chapters.
+    """
+    site = EDITIONS[edition][0]
+    docnames = toc_docnames()
+    built = [d for d in docnames if (site / f"{d}.html").is_file()]
+    missing = [d for d in docnames if d not in built]
+    if (edition == "book" and missing) or not built:
+        raise FileNotFoundError(
+            f"{site}: pages of _toc.yml are not built ({', '.join(missing)}); run "
+            f"`make {edition}` first.")
+    for d in missing:
+        print(f"  {edition}: {d} is not in the {edition} site: left out", flush=True)
+    return built
 
 
 def book_metadata(edition: str) -> dict:
@@ -234,7 +283,8 @@ def serve(folder: Path):
 def print_page(tab, url: str) -> tuple[bytes, str, list[dict]]:
     """Open one page of the site, prepare it for print, and print it.
 
-    Returns the PDF, the page's title and its section headings (level, id, text).
+    Returns the PDF, the page's title, its section headings (level, id, text) and the
+    elements links may point to (id, a text to find it by, its section).
     """
     tab.goto(url, wait_until="load", timeout=120_000)
     if tab.evaluate("() => !!document.querySelector('span.math, div.math')"):
@@ -242,12 +292,13 @@ def print_page(tab, url: str) -> tuple[bytes, str, list[dict]]:
                               timeout=60_000)
         tab.evaluate("() => MathJax.startup.promise.then(() => true)")
     tab.add_style_tag(content=PRINT_CSS)
+    tab.emulate_media(media="print")
     found = tab.evaluate(PREPARE_JS)
     if found["untypeset"] or found["broken"]:
         raise RuntimeError(f"{url}: not ready to print: untypeset math {found['untypeset'][:5]}, "
                            f"images that did not load {found['broken'][:5]}")
     pdf = tab.pdf(print_background=True, **PAGE)
-    return pdf, found["title"], found["headings"]
+    return pdf, found["title"], found["headings"], found["targets"]
 
 
 def front_matter_html(meta: dict, parts: list[Part]) -> str:
@@ -325,6 +376,45 @@ def _named_dest_positions(reader) -> dict[str, tuple[int, float, float]]:
     return found
 
 
+def _page_text(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def _add_found_targets(part: Part, reader, start: int) -> None:
+    """Pages for the link targets Chromium wrote no destination for.
+
+    Chromium does not always write them (for some pages none at all). A section or a
+    theorem/exercise block is then found by its heading or title in the page's text,
+    searching forward in document order; any other element goes to its section's page.
+    """
+    texts = None   # extracted only if needed
+    page = 0
+    for target in part.targets:
+        if target["id"] in part.dests:
+            page = part.dests[target["id"]][0] - start
+            continue
+        probe = _page_text(target["probe"])
+        if probe:
+            if texts is None:
+                texts = [_page_text(p.extract_text()) for p in reader.pages]
+            # a section named in the contents list under the title: its second occurrence
+            # (which precedes everything): search from the start, past that first one
+            listed = bool(target.get("listed"))
+            skip, found = int(listed), None
+            for i in range(0 if listed else page, len(texts)):
+                n = texts[i].count(probe)
+                if n > skip:
+                    found = i
+                    break
+                skip -= n
+            if found is not None:
+                page = found
+                part.dests[target["id"]] = (start + found, 0.0, None)
+                continue
+        if target["section"] in part.dests:
+            part.dests[target["id"]] = part.dests[target["section"]]
+
+
 def merge(parts: list[Part], front: bytes, footers: bytes, base: str, meta: dict):
     """The book: front matter, then every part, numbered, with outline and internal links."""
     from pypdf import PdfReader, PdfWriter
@@ -345,6 +435,7 @@ def merge(parts: list[Part], front: bytes, footers: bytes, base: str, meta: dict
             page.merge_page(footer_pages[part.first_page + i])
             page.compress_content_streams()   # merge_page leaves the page's stream uncompressed
         part.dests = {k: (p + start, left, top) for k, (p, left, top) in _named_dest_positions(reader).items()}
+        _add_found_targets(part, reader, start)
 
         # Outline: the part, then its sections (h2) and subsections (h3).
         item = writer.add_outline_item(title=part.title, page_number=start)
@@ -355,7 +446,8 @@ def merge(parts: list[Part], front: bytes, footers: bytes, base: str, meta: dict
             index, left, top = part.dests[h["id"]]
             parent = parents.get(h["level"] - 1) or item
             parents[h["level"]] = writer.add_outline_item(
-                title=h["text"], page_number=index, parent=parent, fit=Fit.xyz(left, top, 0))
+                title=h["text"], page_number=index, parent=parent,
+                fit=Fit.xyz(left, top, 0) if top is not None else Fit.fit())
             for deeper in [lv for lv in parents if lv > h["level"]]:
                 del parents[deeper]
 
@@ -405,17 +497,13 @@ def merge(parts: list[Part], front: bytes, footers: bytes, base: str, meta: dict
 def make_pdf(edition: str, browser, out_dir: Path = OUT) -> Path:
     """Print one edition's site into out_dir/<book|student>.pdf; returns the path."""
     site, name, _ = EDITIONS[edition]
-    docnames = toc_docnames()
-    missing = [d for d in docnames if not (site / f"{d}.html").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{site}: pages of _toc.yml are not built ({', '.join(missing)}); run "
-            f"`make {'book' if edition == 'book' else 'student'}` first.")
+    docnames = edition_docnames(edition)
     meta = book_metadata(edition)
     server, base = serve(site)
     parts = [Part(d) for d in docnames]
     try:
-        context = browser.new_context(viewport={"width": 1100, "height": 1400}, service_workers="block")
+        # the viewport as wide as the printed column, so that the page is measured as printed
+        context = browser.new_context(viewport={"width": COLUMN_PX, "height": 1000}, service_workers="block")
         # offline: the site only
         context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(
             (base + "/", "data:", "blob:", "about:")) else r.abort())
@@ -423,7 +511,7 @@ def make_pdf(edition: str, browser, out_dir: Path = OUT) -> Path:
         first = 0
         for part in parts:
             t0 = time.perf_counter()
-            part.pdf, part.title, part.headings = print_page(tab, f"{base}/{part.docname}.html")
+            part.pdf, part.title, part.headings, part.targets = print_page(tab, f"{base}/{part.docname}.html")
             from pypdf import PdfReader
             part.pages = len(PdfReader(io.BytesIO(part.pdf)).pages)
             part.first_page, first = first, first + part.pages

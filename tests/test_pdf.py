@@ -5,7 +5,8 @@ into _build/pdf/student.pdf, and copies them into the sites (<site>/pdf/), which
 them (_ext/pdf_links.py). These tests read those files; they never build anything.
 
 * page counts plausible for the number of chapters, and the student edition shorter;
-* one outline entry per file of _toc.yml, titled as the page on the website;
+* one outline entry per file of _toc.yml (that the edition's site has), titled as the
+  page on the website;
 * every theorem, proposition, lemma and corollary of the chapters' sources, under its
   website number ("Theorem 2.1 (Covariance of minibatch noise)"), and every exercise
   number, is in both PDFs;
@@ -32,7 +33,7 @@ from bs4 import BeautifulSoup
 from conftest import BUILD, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from make_pdf import EDITIONS, toc_docnames  # noqa: E402
+from make_pdf import EDITIONS, edition_docnames, toc_docnames  # noqa: E402
 
 pytestmark = pytest.mark.book
 
@@ -126,7 +127,7 @@ def test_outline_has_one_entry_per_toc_file(edition):
     reader = pdf(edition)["reader"]
     top = [item for item in reader.outline if not isinstance(item, list)]
     titles = [norm(item.title) for item in top]
-    expected = [page_title(site_page(edition, d)) for d in TOC]
+    expected = [page_title(site_page(edition, d)) for d in edition_docnames(edition)]
     assert titles == expected, f"outline of {edition}.pdf: {titles}, expected (the pages' titles) {expected}"
     pages = [reader.get_destination_page_number(item) for item in top]
     assert pages == sorted(set(pages)), f"outline entries not at increasing pages: {pages}"
@@ -174,7 +175,7 @@ def test_numbering_as_on_the_website(edition):
     """Every "Theorem 2.1", "Exercise 3.4", ... label of the website is in the PDF."""
     text = pdf(edition)["text"]
     missing = []
-    for docname in TOC:
+    for docname in edition_docnames(edition):
         for el in site_page(edition, docname).select("div.proof span.caption-number, "
                                                       "div.exercise span.caption-number"):
             label = norm(el.get_text())
@@ -225,7 +226,8 @@ def test_book_has_solutions_student_edition_none():
 @pytest.mark.parametrize("edition", list(EDITIONS))
 def test_interactive_figures_printed(edition):
     """Each interactive figure is printed as its default frame, with the caption saying so."""
-    n_figures = sum(len(site_page(edition, d).select("div.ng-explorer img.ng-explorer-figure")) for d in TOC)
+    n_figures = sum(len(site_page(edition, d).select("div.ng-explorer img.ng-explorer-figure"))
+                    for d in edition_docnames(edition))
     got = pdf(edition)["text"].count("Interactive figure on the website and in Jupyter, shown here at")
     assert got == n_figures, f"{edition}.pdf: {got} captioned interactive figures, the site has {n_figures}"
 
@@ -251,7 +253,7 @@ def test_website_links_to_the_pdfs(edition):
     site = EDITIONS[edition][0]
     wanted = {"book.pdf", "student.pdf"} if edition == "book" else {"student.pdf"}
     problems = []
-    for docname in TOC:
+    for docname in edition_docnames(edition):
         page = site / f"{docname}.html"
         hrefs = [a["href"] for a in site_page(edition, docname).select(LINK_SELECTOR)]
         named = {Path(h).name for h in hrefs}
@@ -265,5 +267,5 @@ def test_website_links_to_the_pdfs(edition):
                 problems.append(f"{docname}: {href} is not the current _build/pdf/{target.name}")
     assert not problems, "\n".join(problems[:20])
     if edition == "student":
-        leaks = [d for d in TOC if "book.pdf" in str(site_page("student", d))]
+        leaks = [d for d in edition_docnames("student") if "book.pdf" in str(site_page("student", d))]
         assert not leaks, f"student pages mention book.pdf (it holds the solutions): {leaks}"
