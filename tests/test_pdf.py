@@ -12,6 +12,7 @@ them (_ext/pdf_links.py). These tests read those files; they never build anythin
   number, is in both PDFs;
 * the book has every solution, the student edition none;
 * every interactive figure printed with its caption; no raw TeX left in the prose;
+* links inside the PDF jump to its pages (none to the server that printed it);
 * the website's links to the PDFs resolve.
 
 Text comes from pypdf's extract_text; "prose" is the text not set in a monospace font,
@@ -242,6 +243,29 @@ def test_no_raw_tex(edition):
 
 
 # ------------------------------------------------------------------ links
+
+@pytest.mark.parametrize("edition", list(EDITIONS))
+def test_links_inside_the_pdf(edition):
+    """Links between pages of the site became jumps to pages of the PDF: none points at the
+    local server that printed it, and every jump lands on a page of the book."""
+    reader = pdf(edition)["reader"]
+    pages = {page.indirect_reference.idnum for page in reader.pages}
+    local, dangling, jumps = [], [], 0
+    for number, page in enumerate(reader.pages, 1):
+        for annot in page.get("/Annots") or []:
+            annot = annot.get_object()
+            uri = str((annot.get("/A") or {}).get("/URI", ""))
+            if re.match(r"https?://(127\.0\.0\.1|localhost)[:/]", uri):
+                local.append(f"page {number}: {uri}")
+            dest = annot.get("/Dest")
+            if dest is not None:
+                jumps += 1
+                if isinstance(dest, str) or dest[0].idnum not in pages:
+                    dangling.append(f"page {number}: {dest}")
+    assert not local, "links to the printing server:\n  " + "\n  ".join(local[:10])
+    assert not dangling, "jumps to no page of the book:\n  " + "\n  ".join(dangling[:10])
+    assert jumps >= 10 * len(CHAPTERS), f"only {jumps} internal links in {edition}.pdf"
+
 
 LINK_SELECTOR = "a.pdf-edition-link, a[class*='btn-download-'][class*='-pdf-button']"
 
