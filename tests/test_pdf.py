@@ -231,6 +231,9 @@ def test_interactive_figures_printed(edition):
                     for d in edition_docnames(edition))
     got = pdf(edition)["text"].count("Interactive figure on the website and in Jupyter, shown here at")
     assert got == n_figures, f"{edition}.pdf: {got} captioned interactive figures, the site has {n_figures}"
+    # the website's note about the controls (hidden with them) is not printed
+    assert "On the website this figure was computed" not in pdf(edition)["text"], (
+        f"{edition}.pdf prints the website's note on the figures' controls")
 
 
 @pytest.mark.parametrize("edition", list(EDITIONS))
