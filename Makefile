@@ -1,9 +1,10 @@
 # Noise Geometry: set-up, build and test. See README.md.
 #
 #   make book      set up .venv (only when needed), strict executed build -> _build/html
-#   make test      the same set-up and build, then every test in tests/ (incl. the browser test)
+#   make test      the same set-up and build, the assignments, student edition and PDFs, then every test
 #   make student   student edition without solutions -> _build/student/html (+ tree/ for branch student)
 #   make assignments  otter-grader assignments of every chapter -> _build/assignments/<chapter>/
+#   make pdf       both editions as PDFs -> _build/pdf/book.pdf, student.pdf (linked from the sites)
 #   make bench     benchmarks of the numerical core (scripts/bench.py)
 #   make widget-times  the time of every chapter's widget update in the kernel (scripts/widget_times.py)
 #   make widget-times-live  the same, key press to new figure, in JupyterLab (scripts/widget_times_live.py)
@@ -26,7 +27,7 @@ ENV_HASH  := $(shell cat requirements.txt .binder/requirements-lab.txt pyproject
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: help setup chromium book test student assignments bench widget-times widget-times-live lab clean distclean
+.PHONY: help setup chromium book test student assignments pdf bench widget-times widget-times-live lab clean distclean
 
 help:
 	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -58,34 +59,52 @@ chromium:
 book: setup
 	@scripts/build_book.sh book
 
-# Builds the book exactly once (strict, cached execution), then runs pytest on
-# tests/. A failed build does not stop the tests (so every failure is listed)
-# but always makes `make test` fail.
+# Builds everything the tests read, then runs pytest on tests/: the book (strict,
+# cached execution), the otter assignments, the student edition (from the book's
+# execution cache; its tree carries the students' assignment notebooks) and both
+# PDFs. A failed step does not stop the others or the tests (so every failure is
+# listed) but always makes `make test` fail.
 test: setup chromium
-	@build_rc=0; test_rc=0; \
+	@build_rc=0; assign_rc=0; student_rc=0; pdf_rc=0; test_rc=0; \
 	scripts/build_book.sh book || build_rc=$$?; \
+	echo "==> scripts/make_assignments.py"; \
+	$(PY) scripts/make_assignments.py || assign_rc=$$?; \
+	scripts/build_book.sh student || student_rc=$$?; \
+	echo "==> scripts/make_pdf.py"; \
+	$(PY) scripts/make_pdf.py || pdf_rc=$$?; \
 	echo "==> pytest tests/"; \
 	$(PY) -m pytest -ra tests || test_rc=$$?; \
 	echo; \
 	if [ $$build_rc -ne 0 ]; then \
 	  echo "make test: FAILED - the strict book build failed (exit $$build_rc): see the build summary and test_build_succeeded above, full log in _build/build.log"; fi; \
+	if [ $$assign_rc -ne 0 ]; then \
+	  echo "make test: FAILED - make assignments (scripts/make_assignments.py) exit $$assign_rc"; fi; \
+	if [ $$student_rc -ne 0 ]; then \
+	  echo "make test: FAILED - the student edition's build failed (exit $$student_rc), log in _build/student/build.log"; fi; \
+	if [ $$pdf_rc -ne 0 ]; then \
+	  echo "make test: FAILED - make pdf (scripts/make_pdf.py) exit $$pdf_rc"; fi; \
 	if [ $$test_rc -ne 0 ]; then \
 	  echo "make test: FAILED - pytest exit $$test_rc: the 'short test summary info' above names each failing test and why"; fi; \
-	if [ $$build_rc -ne 0 ] || [ $$test_rc -ne 0 ]; then exit 1; fi; \
-	echo "make test: all passed (screenshots in _build/screenshots/)"
+	if [ $$build_rc$$assign_rc$$student_rc$$pdf_rc$$test_rc != 00000 ]; then exit 1; fi; \
+	echo "make test: all passed (screenshots in _build/screenshots/, PDFs in _build/pdf/)"
 
 # The student edition: the website without solutions (pages, search index, .md and
 # .ipynb downloads; _ext/student_edition.py), built from the full book's execution
 # cache, and _build/student/tree, the solution-free sources that its Binder buttons
 # open from branch `student`. Nothing is committed or pushed: publish the tree with
 # `.venv/bin/python scripts/student_branch.py commit && git push origin student`.
-student: setup
+student: setup assignments
 	@scripts/build_book.sh student
 
 # Otter-grader assignments from the chapters' exercises and assignments/<chapter>.py
 # (scripts/make_assignments.py): student notebook, autograder zip, solutions.
 assignments: setup
 	$(PY) scripts/make_assignments.py
+
+# Prints the built sites with Debian's headless Chromium and merges the pages with pypdf
+# (scripts/make_pdf.py); the PDFs are also copied into the sites, at <site>/pdf/.
+pdf: book student chromium
+	$(PY) scripts/make_pdf.py
 
 bench: setup
 	$(PY) scripts/bench.py
