@@ -31,7 +31,10 @@ STUDENT = ("student.pdf", "student edition (PDF)", "the student edition, without
 
 def pdfs_for(app: Sphinx) -> list[tuple[str, str, str, str]]:
     """The PDFs this edition of the site links to."""
-    return [STUDENT] if app.config.hide_solutions else [BOOK, STUDENT]
+    # _ext/student_edition.py takes `hide_solutions` over (and resets it) and leaves
+    # `student_edition` set instead.
+    student = app.config.hide_solutions or getattr(app.config, "student_edition", False)
+    return [STUDENT] if student else [BOOK, STUDENT]
 
 
 def _add_links(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:

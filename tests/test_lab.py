@@ -516,17 +516,19 @@ def test_links_between_chapters_in_jupyterlab(lab, browser):
         # a reader follows a link to another chapter's statement
         _open_rendered(page, lab["base"], "chapters/03_measuring_noise_geometry.md")
         name = None
-        for _ in range(5):          # jupyterlab-myst may re-render the cell under the pointer
+        # jupyterlab-myst may re-render the cell under the pointer, and a click on the old
+        # element is lost: click again until chapter 2's tab is the current one
+        for _ in range(5):
             try:
                 link = page.locator(".jp-Notebook .myst a", has_text=NAMED).first
                 name = link.text_content(timeout=10_000)
                 link.click(timeout=10_000)
+                page.wait_for_function(
+                    """() => [...document.querySelectorAll('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current')]
+                             .some(t => /^02_minibatch_noise\\.md/.test(t.textContent))""", timeout=15_000)
                 break
             except Exception:  # noqa: BLE001
                 page.wait_for_timeout(1000)
-        page.wait_for_function(
-            """() => [...document.querySelectorAll('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current')]
-                     .some(t => /^02_minibatch_noise\\.md/.test(t.textContent))""", timeout=30_000)
         if page.locator(".jp-FileEditor:visible").count() or page.locator(".jp-NotebookPanel:visible").count() != 1:
             failures.append(f"following {name!r} in chapter 3 did not open chapter 2 as a notebook")
         page.wait_for_function("""() => document.querySelector(

@@ -200,8 +200,14 @@ def _solution_samples() -> list[str]:
                         pieces.append(child)
                     elif getattr(child, "name", None) in ("code", "span"):
                         pieces.append("\x00")
-                runs = [norm(r) for r in "".join(pieces).split("\x00")]
+                # a run cut by math or code may end in half a compound ("high-" before
+                # "$\eta$"), which the PDF's text joins differently: drop that word
+                runs = [re.sub(r"\S*-$", "", norm(r)).strip() for r in "".join(pieces).split("\x00")]
                 best = max(runs, key=len, default="")
+                # a paragraph can be split by a page break, and the PDF's text may put
+                # the page's other content in between: compare its first 100 characters
+                if len(best) > 100:
+                    best = best[:100].rsplit(" ", 1)[0]
                 if len(best) >= 30:
                     samples.append(best)
                     break

@@ -399,6 +399,47 @@ def _directive_blocks(text: str, names: set[str]) -> list[tuple[int, int]]:
     return found
 
 
+def _given_to_students() -> list[str]:
+    """What the student materials hold on purpose although a solution has it too.
+
+    An auto-checked exercise's assignment gives the student the imports, signatures
+    and docstrings of its solution's first cell (scripts/make_assignments.py hides only
+    the bodies) and its public checks, which may build test inputs as a solution
+    does; and the API appendix renders the package's docstrings, whose
+    numpydoc lines can read like a solution's docstring.
+    """
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "make_assignments", ROOT / "scripts" / "make_assignments.py")
+    make_assignments = sys.modules.get("make_assignments")
+    if make_assignments is None:
+        make_assignments = importlib.util.module_from_spec(spec)
+        sys.modules["make_assignments"] = make_assignments
+        spec.loader.exec_module(make_assignments)
+    given = []
+    for chapter in make_assignments.toc_chapters():
+        module = make_assignments.load_checks(chapter)
+        checks = make_assignments.checks_of(module) if module else []
+        checked = {c.label for c in checks}
+        # the public checks ship with the student's notebook (tests/), by design
+        given += [c.source for c in checks if not c.hidden]
+        for exercise in make_assignments.exercises(chapter):
+            if exercise.label not in checked:
+                continue
+            inside = False
+            for line in make_assignments.mark_solution(exercise.code, set()).splitlines():
+                if line.strip() in ("# BEGIN SOLUTION", "# END SOLUTION"):
+                    inside = line.strip() == "# BEGIN SOLUTION"
+                elif not inside:
+                    given.append(line)
+    api = ROOT / "_build" / "html" / "chapters" / "A_api.html"
+    if api.exists():
+        given.append(re.sub(r"<[^>]+>", " ", api.read_text(encoding="utf-8")))
+    return given
+
+
 @lru_cache(maxsize=None)
 def solution_needles() -> tuple[dict[str, tuple[str, int, str]], int]:
     """Fragments of the full book's solution lines that occur nowhere else in it.
@@ -419,7 +460,7 @@ def solution_needles() -> tuple[dict[str, tuple[str, int, str]], int]:
     own = [p for folder in ("noisegeom", ".binder") for p in sorted((ROOT / folder).rglob("*"))
            if p.is_file() and p.suffix not in {".pyc"}]
     own += [ROOT / name for name in student_branch.FILES]
-    elsewhere = _norm("\n".join([line for *_, line in outside]
+    elsewhere = _norm("\n".join([line for *_, line in outside] + _given_to_students()
                                  + [p.read_text(encoding="utf-8", errors="replace") for p in own]))
     needles = {}
     for name, number, line in inside:
