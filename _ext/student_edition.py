@@ -316,26 +316,13 @@ def _remove_solutions_transform():
 
 
 def _executed_notebook(app, path: Path) -> dict:
-    """The notebook myst-nb wrote for a page, with the outputs of its execution.
+    """The executed notebook with its cached outputs (see _ext/notebook_downloads.py)."""
+    import sys
 
-    With ``execute_notebooks: cache``, myst-nb writes the notebook it read, not
-    the one it merged with the cached outputs, so a chapter taken from the cache
-    has no outputs in that file; they are merged from the cache here.
-    """
-    import nbformat
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from notebook_downloads import executed_notebook
 
-    if not path.is_file():
-        raise ValueError(f"{path} is missing")
-    notebook = nbformat.read(path, as_version=4)
-    config = getattr(app.env, "mystnb_config", None)
-    if config is not None and config.execution_mode == "cache" and config.execution_cache_path:
-        from jupyter_cache import get_cache
-
-        try:
-            _, notebook = get_cache(config.execution_cache_path).merge_match_into_notebook(notebook)
-        except KeyError:
-            pass  # not in the cache: what myst-nb wrote is all there is
-    return json.loads(nbformat.writes(notebook))
+    return executed_notebook(app, path)
 
 
 def _rewrite_downloads(app, exception) -> None:

@@ -16,6 +16,8 @@ The interactive figures are checked in tests/test_site_figures.py.
 
 from __future__ import annotations
 
+import json
+
 import re
 import sys
 from pathlib import Path
@@ -107,6 +109,32 @@ def test_no_ipywidgets_on_the_website(built_html):
     The interactive figures are precomputed instead (tests/test_site_figures.py)."""
     dead = [str(p.relative_to(built_html)) for p in html_pages() if WIDGET_MIME.search(p.read_text(encoding="utf-8"))]
     assert not dead, "pages with ipywidgets (dead controls without a kernel): " + ", ".join(dead)
+
+
+def test_notebook_downloads_have_outputs(built_html):
+    """A chapter downloaded as .ipynb from the website opens with its outputs, also when the
+    build took it from the execution cache (_ext/notebook_downloads.py)."""
+    import jupytext
+
+    problems = []
+    for source in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md")):
+        expected = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+        if not expected:
+            continue                     # a page without code (the preface) is not a notebook
+        download = built_html / "_sources" / "chapters" / f"{source.stem}.ipynb"
+        if not download.is_file():
+            problems.append(f"{download.name}: no download")
+            continue
+        cells = json.loads(download.read_text(encoding="utf-8"))["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        with_outputs = sum(1 for c in code if c.get("outputs"))
+        if len(code) != len(expected):
+            problems.append(f"{download.name}: {len(code)} code cells, the chapter has {len(expected)}")
+        # every chapter prints or plots in most of its code cells; a cached chapter
+        # written without its outputs has none
+        if with_outputs < len(code) // 3:
+            problems.append(f"{download.name}: outputs in only {with_outputs} of {len(code)} code cells")
+    assert not problems, "\n".join(problems)
 
 
 def test_site_size_budget(built_html):
