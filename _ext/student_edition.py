@@ -44,6 +44,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from notebook_downloads import executed_notebook  # beside this file, in _ext/
+
 # The book's `parse.myst_enable_extensions`; only colon_fence changes where a
 # block starts or ends, the others are listed so that the parse is the book's.
 BOOK_EXTENSIONS = ("amsmath", "colon_fence", "dollarmath", "html_image", "substitution", "deflist")
@@ -315,16 +317,6 @@ def _remove_solutions_transform():
     return RemoveSolutions
 
 
-def _executed_notebook(app, path: Path) -> dict:
-    """The executed notebook with its cached outputs (see _ext/notebook_downloads.py)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from notebook_downloads import executed_notebook
-
-    return executed_notebook(app, path)
-
-
 def _rewrite_downloads(app, exception) -> None:
     if exception is not None or not _student(app) or app.builder.format != "html":
         return
@@ -352,7 +344,7 @@ def _rewrite_downloads(app, exception) -> None:
                 if target.is_file():
                     target.write_text(stripped, encoding="utf-8")
             if notebook.is_file():
-                nb = strip_notebook(_executed_notebook(app, executed_dir / (docname + ".ipynb")),
+                nb = strip_notebook(executed_notebook(app, executed_dir / (docname + ".ipynb")),
                                     text, extensions)
                 notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         except ValueError as err:

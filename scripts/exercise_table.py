@@ -55,7 +55,7 @@ META = re.compile(r"^% for instructors: (\d+) min; goal: (.+)$")
 MIN_MINUTES, MAX_MINUTES = 5, 90
 
 # The opening line of a directive, with a colon or backtick fence: fence, name, argument.
-OPENING = re.compile(r"^(:{3,}|`{3,})\{([\w-]+)\}[ \t]*(.*?)\s*$")
+OPENING = re.compile(r"^(:{3,}|`{3,})\{([\w:-]+)\}[ \t]*(.*?)\s*$")
 CODE = re.compile(r"^(```+|~~~+)\s*(\{code-cell\}|python|ipython3?)(?=\s|$)", re.M)
 ASKS_PROOF = re.compile(r"\b(show|prove|derive|deduce)\b", re.I)
 # The tags of a title, "(coding, warm-up)", or of a statement's first words, "(Pen and paper, warm-up.)".
@@ -80,6 +80,8 @@ class Exercise:
     minutes: int
     goal: str
     auto_checked: bool
+    statement: str = ""     # the MyST body, without the metadata line
+    solution: str = ""      # the text of its solution (a gated one with its code cells)
 
     @property
     def name(self) -> str:
@@ -246,7 +248,8 @@ def chapter_exercises(path: Path, chapter: int | None, root: Path = ROOT) -> lis
             chapter=chapter, number=len(out) + 1, doc=path.stem, label=label, title=title,
             kind=kind_of(title_tags, lead_tags, statement, solution),
             difficulty=difficulty_of(title_tags | lead_tags),
-            minutes=minutes, goal=goal, auto_checked=auto_checked(label, path.stem, root)))
+            minutes=minutes, goal=goal, auto_checked=auto_checked(label, path.stem, root),
+            statement=statement, solution=solution))
     return out
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import inspect
 import json
 import re
 import shutil
@@ -53,6 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import exercise_table  # noqa: E402  (beside this script: the one parser of the exercises)
 from assignments.otter_checks import Check, checks_of, question_name  # noqa: E402
 
 OUT = ROOT / "_build" / "assignments"
@@ -60,17 +62,11 @@ OUT = ROOT / "_build" / "assignments"
 # the numerical stack it imports (exact, from requirements.txt).
 AUTOGRADER_PACKAGES = ("numpy", "scipy", "torch", "matplotlib", "ipywidgets")
 
-DIRECTIVE = re.compile(
-    r"^(?P<fence>:{3,})\{(?P<kind>exercise|solution|solution-start|solution-end|prf:\w+)\}"
-    r"[ \t]*(?P<arg>[^\n]*)\n",
-    re.M,
-)
 OPTION = re.compile(r"^:(?P<key>[\w-]+):[ \t]*(?P<value>[^\n]*)\n")
 CODE_CELL = re.compile(
     r"^(?P<fence>`{3,})\{code-cell\}[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M
 )
 PRF_REF = re.compile(r"\{prf:ref\}`(?:(?P<text>[^`<]*?)\s*<)?(?P<label>[\w-]+)>?`")
-INSTRUCTORS = re.compile(r"^%[^\n]*\n?", re.M)   # MyST comments (instructor metadata)
 
 
 @dataclass
@@ -79,50 +75,29 @@ class Exercise:
 
     label: str
     number: str                  # "2.3", as sphinx-exercise numbers it
-    title: str
-    statement: str               # MyST Markdown, references resolved, comments removed
+    title: str                   # without its tags ("(coding, warm-up)"); may be empty
+    kind: str                    # "pen and paper", "code" or "pen and paper + code"
+    difficulty: str              # "warm-up", "standard" or "challenging"
+    statement: str               # MyST Markdown, references resolved
     code: str | None             # the first code cell of its gated solution
-    coding: bool
 
 
 def toc_chapters() -> list[str]:
     """The numbered chapters (``NN_name``), in ``_toc.yml`` order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = []
-    for part in toc["parts"]:
-        if part.get("numbered"):
-            files += [Path(c["file"]).name for c in part["chapters"]]
-    return files
-
-
-def _blocks(text: str):
-    """Top-level colon-fenced directives: (kind, arg, options, body, start, end)."""
-    pos = 0
-    while (m := DIRECTIVE.search(text, pos)) is not None:
-        fence = m.group("fence")
-        close = re.compile(rf"^{fence}[ \t]*$", re.M)
-        end_m = close.search(text, m.end())
-        if end_m is None:
-            raise ValueError(f"unclosed {m.group('kind')} directive at offset {m.start()}")
-        inner = text[m.end():end_m.start()]
-        options = {}
-        while (o := OPTION.match(inner)) is not None:
-            options[o.group("key")] = o.group("value").strip()
-            inner = inner[o.end():]
-        yield m.group("kind"), m.group("arg").strip(), options, inner, m.start(), end_m.end()
-        pos = end_m.end()
+    return [path.stem for number, path in exercise_table.toc_chapters(ROOT) if number is not None]
 
 
 def proof_names(text: str, chapter: int) -> dict[str, str]:
     """``{label: "Theorem 2.1"}`` for the chapter's sphinx-proof statements and exercises."""
     counters: dict[str, int] = {}
     names = {}
-    for kind, _arg, options, _body, _s, _e in _blocks(text):
-        if not (kind.startswith("prf:") or kind == "exercise") or "label" not in options:
+    for kind, _arg, options, _body, _line in exercise_table._blocks(text.split("\n")):
+        labels = [o.split(":label:", 1)[1].strip() for o in options if o.startswith(":label:")]
+        if not (kind.startswith("prf:") or kind == "exercise") or not labels:
             continue
         name = kind.removeprefix("prf:")
         counters[name] = counters.get(name, 0) + 1
-        names[options["label"]] = f"{name.capitalize()} {chapter}.{counters[name]}"
+        names[labels[0]] = f"{name.capitalize()} {chapter}.{counters[name]}"
     return names
 
 
@@ -137,31 +112,18 @@ def _resolve_refs(markdown: str, names: dict[str, str], chapter_file: str) -> st
 
 
 def exercises(chapter_file: str) -> list[Exercise]:
-    """The exercises of ``chapters/<chapter_file>.md``, in order."""
-    text = (ROOT / "chapters" / f"{chapter_file}.md").read_text()
+    """The exercises of ``chapters/<chapter_file>.md``, in order (parsed by exercise_table)."""
+    path = ROOT / "chapters" / f"{chapter_file}.md"
     chapter = int(chapter_file[:2])
-    names = proof_names(text, chapter)
-    blocks = list(_blocks(text))
+    names = proof_names(path.read_text(), chapter)
     found = []
-    for i, (kind, arg, options, body, _s, end) in enumerate(blocks):
-        if kind != "exercise":
-            continue
-        label = options.get("label")
-        if not label:
-            raise ValueError(f"{chapter_file}: an exercise has no :label:")
-        code = None
-        for kind2, arg2, _o, _b, start2, _e in blocks[i + 1:]:
-            if kind2 == "exercise":
-                break
-            if kind2 == "solution-start" and arg2 == label:
-                stop = next(s for k, a, _, _, s, _ in blocks[i + 1:] if k == "solution-end")
-                cell = CODE_CELL.search(text, start2, stop)
-                if cell is not None:
-                    code = _strip_cell_metadata(cell.group("body"))
-                break
-        statement = _resolve_refs(INSTRUCTORS.sub("", body).strip(), names, chapter_file)
-        coding = bool(code) or "coding" in arg.lower() or "(coding" in body.lower()
-        found.append(Exercise(label, names[label].split()[1], arg, statement, code, coding))
+    for e in exercise_table.chapter_exercises(path, chapter, ROOT):
+        # only a gated solution has code cells ({solution} bodies hold plain code blocks)
+        cell = CODE_CELL.search(e.solution)
+        found.append(Exercise(
+            label=e.label, number=f"{chapter}.{e.number}", title=e.title, kind=e.kind,
+            difficulty=e.difficulty, statement=_resolve_refs(e.statement, names, chapter_file),
+            code=_strip_cell_metadata(cell.group("body")) if cell else None))
     return found
 
 
@@ -283,6 +245,7 @@ def master_notebook(chapter_file: str) -> nbformat.NotebookNode:
     cells.append(nbformat.v4.new_code_cell(setup.strip("\n")))
     for e in found:
         heading = f"## Exercise {e.number}" + (f": {e.title}" if e.title else "")
+        kind = f"{e.kind.capitalize()}, {e.difficulty}"
         if e.label in by_label:
             qchecks = by_label[e.label]
             if not any(not c.hidden for c in qchecks) or not any(c.hidden for c in qchecks):
@@ -297,7 +260,7 @@ def master_notebook(chapter_file: str) -> nbformat.NotebookNode:
                 sort_keys=False)))
             public = sum(1 for c in qchecks if not c.hidden)
             cells.append(nbformat.v4.new_markdown_cell(
-                f"{heading}\n\n*Auto-checked, {points:g} points: {public} public "
+                f"{heading}\n\n*{kind}. Auto-checked, {points:g} points: {public} public "
                 f"check{'s' * (public > 1)} (`grader.check`) and "
                 f"{len(qchecks) - public} hidden.*\n\n{e.statement}"))
             cells += [_raw("# BEGIN SOLUTION"),
@@ -306,10 +269,13 @@ def master_notebook(chapter_file: str) -> nbformat.NotebookNode:
             cells += [_test_cell(c) for c in qchecks]
             cells += [_raw("# END TESTS"), _raw("# END QUESTION")]
         else:
-            kind = "Coding, not auto-checked." if e.coding else "Pen and paper."
-            cells.append(nbformat.v4.new_markdown_cell(f"{heading}\n\n*{kind}*\n\n{e.statement}"))
-            cells.append(nbformat.v4.new_code_cell("# your code") if e.coding
-                         else nbformat.v4.new_markdown_cell("*Your answer.*"))
+            coding = "code" in e.kind
+            checked = ", not auto-checked" if coding else ""
+            cells.append(nbformat.v4.new_markdown_cell(f"{heading}\n\n*{kind}{checked}.*\n\n{e.statement}"))
+            if "pen and paper" in e.kind:
+                cells.append(nbformat.v4.new_markdown_cell("*Your answer.*"))
+            if coding:
+                cells.append(nbformat.v4.new_code_cell("# your code"))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -317,7 +283,6 @@ def master_notebook(chapter_file: str) -> nbformat.NotebookNode:
 
 
 def _params(c: Check) -> list[str]:
-    import inspect
     return list(inspect.signature(c.func).parameters)
 
 
@@ -351,7 +316,6 @@ def build(chapter_file: str, out: Path = OUT, otter: str | None = None) -> Path:
     for z in (dist / "autograder").glob("*.zip"):
         shutil.move(z, dest / "autograder" / z.name)
     shutil.rmtree(dist)
-    # The student's folder gets the package too, so that it runs wherever it is unpacked.
     return dest
 
 

@@ -11,7 +11,6 @@ that the student's copy holds no solution and no hidden check.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,11 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "assignments"
 OTTER = Path(sys.executable).with_name("otter")
 
-spec = importlib.util.spec_from_file_location("make_assignments", ROOT / "scripts" / "make_assignments.py")
-make_assignments = importlib.util.module_from_spec(spec)
-sys.modules["make_assignments"] = make_assignments   # dataclasses look their module up
-spec.loader.exec_module(make_assignments)
-
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_assignments  # noqa: E402
 from assignments.otter_checks import checks_of, question_name, run_checks  # noqa: E402
 
 CHAPTERS = make_assignments.toc_chapters()

@@ -408,16 +408,8 @@ def _given_to_students() -> list[str]:
     does; and the API appendix renders the package's docstrings, whose
     numpydoc lines can read like a solution's docstring.
     """
-    import importlib.util
-    import sys
+    import make_assignments
 
-    spec = importlib.util.spec_from_file_location(
-        "make_assignments", ROOT / "scripts" / "make_assignments.py")
-    make_assignments = sys.modules.get("make_assignments")
-    if make_assignments is None:
-        make_assignments = importlib.util.module_from_spec(spec)
-        sys.modules["make_assignments"] = make_assignments
-        spec.loader.exec_module(make_assignments)
     given = []
     for chapter in make_assignments.toc_chapters():
         module = make_assignments.load_checks(chapter)
