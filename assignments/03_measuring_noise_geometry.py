@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom.alignment_runs import two_layer_task
+from noisegeom import two_layer_task
 """
 
 

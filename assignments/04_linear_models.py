@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom import linear_theory as lt
+from noisegeom.chapters import ch04_linear_models as lt
 """
 
 
@@ -67,7 +67,7 @@ def sigma1_gaussian(population_sigma1):
     """Public: kappa4 = 0 is the Gaussian theorem (lt.population_geometry with S = I)."""
     import numpy as np
     import torch
-    from noisegeom import linear_theory as lt
+    from noisegeom.chapters import ch04_linear_models as lt
 
     assert population_sigma1 is not None, "population_sigma1 is not defined yet"
     delta = np.array([0.7, -1.2, 0.0, 2.0, 0.4])

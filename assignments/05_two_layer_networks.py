@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom import two_layer_theory as tl
+from noisegeom.chapters import ch05_two_layer_networks as tl
 """
 
 
@@ -87,7 +87,7 @@ def hadamard_gram_linear_activation(hadamard_gram):
 def hadamard_gram_matches_package(hadamard_gram):
     import numpy as np
     import torch
-    from noisegeom import two_layer_theory as tl
+    from noisegeom.chapters import ch05_two_layer_networks as tl
 
     assert hadamard_gram is not None, "hadamard_gram is not defined yet"
     derivatives = {"relu": lambda z: (z > 0).to(z.dtype),
@@ -154,7 +154,7 @@ def dead_input_beyond_the_hint(dead_input):
 def gram_alignment_matches_gram_mu(gram_alignment):
     import numpy as np
     import torch
-    from noisegeom import two_layer_theory as tl
+    from noisegeom.chapters import ch05_two_layer_networks as tl
 
     assert gram_alignment is not None, "gram_alignment is not defined yet: run the cell that defines it"
     g = torch.Generator().manual_seed(23)

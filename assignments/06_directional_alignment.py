@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom.alignment_runs import two_layer_task
-from noisegeom.directional import lanczos, spectrum_alignment
+from noisegeom import two_layer_task
+from noisegeom.chapters.ch06_directional_alignment import lanczos, spectrum_alignment
 """
 
 
@@ -97,7 +97,7 @@ def eigen_alignment_rank_deficient_and_scaling(eigen_alignment):
     import numpy as np
     import torch
 
-    from noisegeom.directional import spectrum_alignment
+    from noisegeom.chapters.ch06_directional_alignment import spectrum_alignment
 
     def pair(out):
         assert out is not None and out is not Ellipsis, f"eigen_alignment returned {out!r}"

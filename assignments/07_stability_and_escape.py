@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom.escape import aligned_escape, second_moment_operator
+from noisegeom.chapters.ch07_stability_and_escape import aligned_escape, second_moment_operator
 """
 
 
@@ -85,7 +85,7 @@ def perron_escape_formula_when_unstable(perron_escape):
 def perron_escape_matches_aligned_escape(perron_escape):
     import numpy as np
 
-    from noisegeom.escape import aligned_escape
+    from noisegeom.chapters.ch07_stability_and_escape import aligned_escape
 
     assert perron_escape is not None, "perron_escape is not defined yet"
     for alpha, eta, B, mu in [(0.5, 1.0, 2, 1.0), (1.0, 0.5, 1, 0.7), (0.0, 0.05, 4, 1.3)]:
@@ -134,7 +134,7 @@ def enumerated_map_acts_like_the_average(enumerated_map):
 def enumerated_map_contains_the_operator(enumerated_map):
     import numpy as np
 
-    from noisegeom.escape import second_moment_operator
+    from noisegeom.chapters.ch07_stability_and_escape import second_moment_operator
 
     assert enumerated_map is not None, "enumerated_map is not defined yet: run the cell that defines it"
     rng = np.random.default_rng(72)

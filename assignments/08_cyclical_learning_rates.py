@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import noisegeom as ng
-from noisegeom.escape import cycle_growth, cyclical_schedule, resting_threshold
+from noisegeom.chapters.ch08_cyclical_learning_rates import cycle_growth, cyclical_schedule, resting_threshold
 """
 
 
@@ -66,7 +66,7 @@ def resting_rate_is_where_rho_is_one(resting_rate):
 def resting_rate_matches_package(resting_rate):
     import numpy as np
 
-    from noisegeom.escape import resting_threshold
+    from noisegeom.chapters.ch08_cyclical_learning_rates import resting_threshold
 
     assert resting_rate is not None, "resting_rate is not defined yet"
     for alpha, B, mu in [(0.0, 1, 1.0), (1.0, 4, 0.5), (0.5, 16, 2.0)]:
@@ -130,7 +130,7 @@ def cycle_rate_respects_the_bounds(cycle_rate):
 def cycle_rate_matches_package(cycle_rate):
     import numpy as np
 
-    from noisegeom.escape import cycle_growth, cyclical_schedule
+    from noisegeom.chapters.ch08_cyclical_learning_rates import cycle_growth, cyclical_schedule
 
     assert cycle_rate is not None, "cycle_rate is not defined yet"
     lam = np.r_[np.arange(1, 21) ** -0.7, 0.0]

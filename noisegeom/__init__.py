@@ -10,34 +10,31 @@ Notation follows the book (and ``shared/science.md``): residual
 e_i = f(x_i; θ) − y_i, loss L = (1/2n) Σ e_i², J ∈ R^{n×p}, G = JᵀJ/n,
 Σ₁ = (1/n) Σ g_i g_iᵀ − ∇L∇Lᵀ, Σ_B = c(n, B) Σ₁. Everything is float64.
 
-The core functions are re-exported here; the numerics specific to one chapter
-sit in submodules (``ng.minibatch_noise``, ``ng.alignment_runs``,
-``ng.linear_theory``, ``ng.two_layer_theory``, ``ng.directional``,
-``ng.escape``).
+This module's exports are the toolbox, the stable API a researcher reuses. The
+numerics of single chapters live one floor up, in ``noisegeom.chapters``
+(``noisegeom.chapters.ch07_stability_and_escape`` for chapter 7, and so on); they
+are imported from there and never from here.
 """
 
 from .alignment import (NoiseGeometry, average_alignment, directional_alignment,
                         isotropic_alignment, subspace_alignment)
 from .autodiff import (LOSSES, ggn_factor, jacobian, loss_value, per_sample_gradients,
                        per_sample_losses, residuals)
-from .curvature import (Eigenpairs, gauss_newton_matrix, gauss_newton_operator, hessian_matrix,
-                        hessian_operator, hutchinson, top_eigenpairs)
+from .curvature import (Eigenpairs, gauss_newton_matrix, gauss_newton_operator, gauss_newton_spectra,
+                        hessian_matrix, hessian_operator, hessian_spectra, hutchinson, sharpness_summary,
+                        top_eigenpairs)
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .data import effective_dimension, gaussian_inputs, load_digits, power_law_spectrum, teacher_labels
 from .models import (ACTIVATIONS, FlatModel, deep_linear_model, diagonal_linear_model, linear_model, mlp,
                      small_cnn, two_layer_net)
 from .noise import (batch_noise_factor, minibatch_gradients, noise_covariance, noise_covariance_operator,
                     sample_batches)
-from .simulate import NOISE_SHAPES, DivergenceError, Trajectory, simulate
+from .simulate import NOISE_SHAPES, DivergenceError, Trajectory, find_minimum, measure_along_run, simulate
 from .stability import (aligned_second_moment_map, frobenius_threshold, gd_stable,
                         least_squares_second_moment_map, nonuniformity, perron, perron_vector_formula,
                         second_moment_spectral_radius)
+from .tasks import Task, two_layer_task
 from . import plotting, widgets
-# The numerics of single chapters live in their own modules, kept out of the flat
-# namespace so that the core API stays small: ng.minibatch_noise (chapter 2),
-# ng.alignment_runs (chapter 3), ng.linear_theory (chapter 4), ng.two_layer_theory (chapter 5),
-# ng.directional (chapter 6), ng.escape (chapters 7-8).
-from . import alignment_runs, directional, escape, linear_theory, minibatch_noise, two_layer_theory
 
 __version__ = "0.1.0"
 
@@ -45,7 +42,7 @@ __all__ = [
     # models and data
     "FlatModel", "linear_model", "deep_linear_model", "diagonal_linear_model", "two_layer_net", "mlp",
     "small_cnn", "ACTIVATIONS", "power_law_spectrum", "effective_dimension", "gaussian_inputs",
-    "teacher_labels", "load_digits",
+    "teacher_labels", "load_digits", "Task", "two_layer_task",
     # autodiff
     "LOSSES", "residuals", "loss_value", "per_sample_losses", "jacobian", "per_sample_gradients", "ggn_factor",
     "FactoredJacobian", "factored_jacobian", "NotFactorableError",
@@ -54,7 +51,7 @@ __all__ = [
     "minibatch_gradients",
     # curvature
     "gauss_newton_operator", "gauss_newton_matrix", "hessian_operator", "hessian_matrix", "Eigenpairs",
-    "top_eigenpairs", "hutchinson",
+    "top_eigenpairs", "hutchinson", "hessian_spectra", "gauss_newton_spectra", "sharpness_summary",
     # alignment
     "NoiseGeometry", "average_alignment", "directional_alignment", "subspace_alignment",
     "isotropic_alignment",
@@ -62,8 +59,7 @@ __all__ = [
     "gd_stable", "frobenius_threshold", "aligned_second_moment_map", "perron", "perron_vector_formula",
     "least_squares_second_moment_map", "second_moment_spectral_radius", "nonuniformity",
     # simulation
-    "simulate", "Trajectory", "DivergenceError", "NOISE_SHAPES",
-    # helpers and chapter modules
-    "plotting", "widgets", "minibatch_noise", "alignment_runs", "linear_theory", "two_layer_theory",
-    "directional", "escape",
+    "simulate", "Trajectory", "DivergenceError", "NOISE_SHAPES", "measure_along_run", "find_minimum",
+    # figures and interactive figures
+    "plotting", "widgets",
 ]

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
-from torch.func import grad, jvp, vmap
+from torch.func import grad, hessian, jacrev, jvp, vmap
 
 from ._checks import as_tensor, check_int
 from .autodiff import _check_inputs, _sample_loss
+from .models import FlatModel
 
 __all__ = [
     "gauss_newton_operator",
@@ -27,6 +28,9 @@ __all__ = [
     "Eigenpairs",
     "top_eigenpairs",
     "hutchinson",
+    "hessian_spectra",
+    "gauss_newton_spectra",
+    "sharpness_summary",
 ]
 
 
@@ -199,3 +203,93 @@ def hutchinson(op, num_samples: int = 100, *, quantity: str = "trace", seed: int
     AZ = A @ Z
     samples = (Z * AZ).sum(0) if quantity == "trace" else (AZ * AZ).sum(0)
     return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(num_samples))
+
+
+def hessian_spectra(model: FlatModel, thetas, X, y, *, loss: str = "mse", chunk: int = 32) -> np.ndarray:
+    """All eigenvalues of ∇²L at each of many points, batched with ``vmap`` (chapters 7 and 8).
+
+    Dense p×p Hessians: for small models (p up to a few hundred).
+
+    Parameters
+    ----------
+    thetas : array, shape (S, p) or (p,)
+    chunk : int
+        Hessians formed at once.
+
+    Returns
+    -------
+    numpy.ndarray, shape (S, p)
+        Eigenvalues in increasing order (as ``eigvalsh``).
+    """
+    T = _thetas(model, thetas)
+    _, X, y = _check_inputs(model, T[0], X, y, loss)
+    chunk = check_int(chunk, "chunk", low=1)
+    ell = _sample_loss(model, loss)
+
+    def L(theta):
+        return vmap(ell, in_dims=(None, 0, 0))(theta, X, y).mean()
+
+    hb = vmap(hessian(L))
+    out = []
+    for s in range(0, T.shape[0], chunk):
+        Hs = hb(T[s:s + chunk])
+        out.append(np.linalg.eigvalsh(0.5 * (Hs + Hs.transpose(1, 2)).numpy()))
+    return np.concatenate(out, 0)
+
+
+def _thetas(model, thetas) -> torch.Tensor:
+    if not isinstance(model, FlatModel):
+        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
+    T = as_tensor(thetas, "thetas", ndim=(1, 2))
+    T = T[None] if T.ndim == 1 else T
+    if T.shape[1] != model.p:
+        raise ValueError(f"thetas must have p = {model.p} columns, got shape {tuple(T.shape)}")
+    return T
+
+
+def gauss_newton_spectra(model: FlatModel, thetas, X, *, chunk: int = 64) -> np.ndarray:
+    """The eigenvalues of G = JᵀJ/n at each of many points, batched with ``vmap`` (chapter 8).
+
+    G is p×p and the Gram matrix K = JJᵀ/n is nk×nk (k outputs); both have
+    the same non-zero eigenvalues, so this forms whichever is smaller, from the
+    Jacobian J(θ) ∈ R^{nk×p} of every point in ``chunk``-sized batches. At an
+    interpolating minimum of the square loss G = H, so the last eigenvalue is
+    the sharpness λ_max(H) there (chapter 8 tracks it along SGD runs).
+
+    Parameters
+    ----------
+    thetas : array, shape (S, p) or (p,)
+    X : array, shape (n, ...)
+    chunk : int
+        Points whose Jacobians are formed at once.
+
+    Returns
+    -------
+    numpy.ndarray, shape (S, min(nk, p))
+        Eigenvalues in increasing order (as ``eigvalsh``); a point with a
+        non-finite Jacobian gets a row of nan.
+    """
+    T = _thetas(model, thetas)
+    X = as_tensor(X, "X")
+    chunk = check_int(chunk, "chunk", low=1)
+    n = X.shape[0]
+    jac = vmap(jacrev(lambda theta: model.forward(theta, X).reshape(-1)))
+    out = []
+    for s in range(0, T.shape[0], chunk):
+        J = jac(T[s:s + chunk])                                   # (s, nk, p)
+        M = J.transpose(1, 2) @ J if J.shape[2] <= J.shape[1] else J @ J.transpose(1, 2)
+        M = M / n
+        ok = torch.isfinite(M).all(2).all(1)
+        ev = torch.full(M.shape[:2], float("nan"), dtype=M.dtype)
+        if ok.any():
+            ev[ok] = torch.linalg.eigvalsh(M[ok])
+        out.append(ev.numpy())
+    return np.concatenate(out, 0)
+
+
+def sharpness_summary(eigenvalues) -> dict:
+    """λ_max, Frobenius norm and trace from the eigenvalues of H (or G), shape (..., p)."""
+    ev = np.asarray(eigenvalues, dtype=float)
+    if ev.ndim < 1 or ev.shape[-1] == 0:
+        raise ValueError("eigenvalues must have a non-empty last axis")
+    return {"lam_max": ev.max(-1), "frobenius": np.sqrt((ev ** 2).sum(-1)), "trace": ev.sum(-1)}

@@ -27,11 +27,11 @@ import torch
 from torch.func import grad, vmap
 
 from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
-from .autodiff import _check_inputs, _losses_of_outputs, _sample_loss
+from .autodiff import _check_inputs, _losses_of_outputs, _sample_loss, jacobian, loss_value, residuals
 from .models import FlatModel
 from .noise import batch_noise_factor, sample_batches
 
-__all__ = ["Trajectory", "DivergenceError", "simulate", "NOISE_SHAPES"]
+__all__ = ["Trajectory", "DivergenceError", "simulate", "NOISE_SHAPES", "measure_along_run", "find_minimum"]
 
 NOISE_SHAPES = ("sgd_covariance", "isotropic", "diagonal", "gauss_newton", "top_eigenvector")
 
@@ -320,3 +320,74 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         if on_divergence == "warn":
             warnings.warn(traj.message, RuntimeWarning, stacklevel=2)
     return traj
+
+
+def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, measure,
+                      batch_size: int | None = None, replacement: bool = False, seed: int = 0):
+    """Run GD or SGD with :func:`simulate` and call ``measure(θ_t)`` at chosen steps.
+
+    The run is simulated in segments between consecutive steps of ``record_at``
+    (non-negative, strictly increasing; 0 is the start); segment j uses seed
+    ``seed + j``. A diverging run raises :class:`noisegeom.DivergenceError`.
+    Chapters 3 and 6 record their measurements through it: ``measure`` can be
+    anything a point θ_t allows, for example :class:`noisegeom.NoiseGeometry` metrics.
+
+    Returns
+    -------
+    (steps, rows)
+        The steps as an integer array and the list of ``measure`` results.
+    """
+    eta = check_positive(eta, "eta")
+    steps = np.asarray(record_at)
+    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(f"record_at must be a non-empty 1-D sequence of integers, got {record_at!r}")
+    if steps[0] < 0 or (np.diff(steps) <= 0).any():
+        raise ValueError("record_at must be non-negative and strictly increasing")
+    if not isinstance(model, FlatModel):
+        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
+    theta = as_tensor(theta0, "theta0", ndim=1)
+    if theta.numel() != model.p:
+        raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
+    rows, t = [], 0
+    for j, target in enumerate(steps.tolist()):
+        if target > t:
+            traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
+                            replacement=replacement, seed=seed + j, record_every=target - t,
+                            on_divergence="raise")
+            theta = torch.as_tensor(traj.final_theta[0])
+            t = target
+        rows.append(measure(theta))
+    return steps.copy(), rows
+
+
+def find_minimum(model: FlatModel, X, y, theta0, *, eta: float, steps: int, polish_steps: int = 5,
+                 tol: float = 1e-20) -> torch.Tensor:
+    """A minimum near θ₀: GD at learning rate η, then Gauss–Newton steps (chapters 7 and 8).
+
+    GD (``steps`` steps of :func:`simulate`) brings the loss down;
+    then up to ``polish_steps`` minimum-norm Gauss–Newton steps
+    θ ← θ − J⁺ e take an over-parameterized model (n ≤ p, J of full row rank)
+    to an interpolating point to machine precision, moving as little as possible.
+    Stops early once L ≤ tol. Square loss, scalar output.
+
+    Returns
+    -------
+    torch.Tensor, shape (p,)
+    """
+    theta0, X, y = _check_inputs(model, theta0, X, y)
+    steps = check_int(steps, "steps", low=0)
+    polish_steps = check_int(polish_steps, "polish_steps", low=0)
+    tol = check_positive(tol, "tol", allow_zero=True)
+    th = theta0
+    if steps > 0:
+        tr = simulate(model, X, y, theta0, eta=eta, steps=steps, record_every=steps, on_divergence="raise")
+        th = torch.as_tensor(tr.final_theta[0], dtype=DTYPE)
+    for _ in range(polish_steps):
+        if loss_value(model, th, X, y) <= tol:
+            break
+        e = residuals(model, th, X, y)
+        if e.ndim != 1:
+            raise ValueError("find_minimum polishes scalar-output square-loss models only")
+        J = jacobian(model, th, X)
+        th = th - torch.linalg.lstsq(J, e[:, None], driver="gelsd").solution[:, 0]
+    return th

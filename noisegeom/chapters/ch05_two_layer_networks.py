@@ -1,4 +1,4 @@
-"""Noise geometry of two-layer networks with a fixed outer layer (chapter 5).
+"""Numerics of chapter 5, *Two-layer networks*: noise geometry with a fixed outer layer.
 
 Model (``noisegeom.two_layer_net``, ``train_outer=False``): f(x; W) = Σ_k a_k σ(w_kᵀx),
 θ = vec(W) ∈ R^{m·d}, so ∇_{w_k} f(x) = a_k σ'(w_kᵀx) x. With D_ik = σ'(w_kᵀx_i)
@@ -26,8 +26,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int
-from .models import ACTIVATIONS
+from .._checks import as_tensor, check_int
+from ..models import ACTIVATIONS
 
 __all__ = [
     "activation_derivative",

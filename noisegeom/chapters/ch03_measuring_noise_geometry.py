@@ -1,78 +1,39 @@
-"""Numerics of chapter 3: measuring μ, g(u_k) and the isotropic baseline along training.
+"""Numerics of chapter 3, *Measuring noise geometry*: μ, g(u_k) and the isotropic baseline along training.
 
 Chapter 3 defines the average alignment μ = Tr(Σ₁G)/(2L‖G‖_F²), the
 directional alignment g(v) = vᵀΣ₁v/(2L vᵀGv) and the isotropic baseline
 μ_iso = Tr Σ₁ Tr G/(p 2L ‖G‖_F²), and proves the Gram-matrix identities that
 :class:`noisegeom.NoiseGeometry` uses. This module adds
 
-* :func:`two_layer_task`: the small teacher–student regression problem the
-  chapters measure on, returned as ``(model, X, y, theta0)``;
 * :func:`alignment_at` and :func:`alignment_along_run`: μ, μ_iso and g along
   the top-k Hessian eigen-directions u_k (Lanczos), at one point or at chosen
   steps of a GD/SGD run, optionally with the Hessian in place of G;
 * :func:`dense_alignment`: the same metrics through explicit p×p matrices,
   the slow route that the chapter times against the Gram route.
+
+The problem it measures on is :func:`noisegeom.two_layer_task`; the runs go through
+:func:`noisegeom.measure_along_run`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, check_loss_positive, check_positive
-from .alignment import NoiseGeometry
-from .curvature import hessian_matrix, hessian_operator, top_eigenpairs
-from .data import gaussian_inputs, power_law_spectrum
-from .models import FlatModel, two_layer_net
-from .simulate import simulate
+from .._checks import as_tensor, check_int, check_loss_positive
+from ..alignment import NoiseGeometry
+from ..curvature import hessian_matrix, hessian_operator, top_eigenpairs
+from ..models import FlatModel
+from ..simulate import measure_along_run
 
 __all__ = [
-    "Task",
-    "two_layer_task",
     "AlignmentRecord",
     "alignment_at",
     "alignment_along_run",
     "dense_alignment",
 ]
-
-
-class Task(NamedTuple):
-    """A regression problem: unpack as ``model, X, y, theta0 = task``."""
-
-    model: FlatModel
-    X: torch.Tensor
-    y: torch.Tensor
-    theta0: torch.Tensor
-
-
-def two_layer_task(*, d: int = 10, width: int = 30, n: int = 100, alpha: float = 1.0,
-                   activation: str = "tanh", teacher_width: int = 4, seed: int = 0) -> Task:
-    """A student two-layer network fitting a smaller two-layer teacher (chapters 2 and 3).
-
-    Inputs x_i ~ N(0, S) with S = diag(k^{-α}) normalised to Tr S = d
-    (:func:`noisegeom.power_law_spectrum`), so that G is ill-conditioned for
-    α > 0. Labels y_i = f_teacher(x_i), with the teacher
-    ``two_layer_net(d, teacher_width, seed=seed + 1)``. The student is
-    ``two_layer_net(d, width, activation, seed=seed)`` (outer layer fixed), so
-    p = d·width.
-
-    Returns
-    -------
-    Task
-        ``(model, X, y, theta0)``.
-    """
-    d = check_int(d, "d", low=1)
-    width = check_int(width, "width", low=1)
-    n = check_int(n, "n", low=2)
-    teacher_width = check_int(teacher_width, "teacher_width", low=1)
-    X = gaussian_inputs(n, power_law_spectrum(d, alpha), seed=seed)
-    teacher = two_layer_net(d, teacher_width, activation="tanh", seed=seed + 1)
-    y = teacher(teacher.theta0, X)
-    model = two_layer_net(d, width, activation=activation, seed=seed)
-    return Task(model, X, y, model.theta0.clone())
 
 
 @dataclass
@@ -168,43 +129,6 @@ def alignment_at(model: FlatModel, theta, X, y, *, k: int = 10, with_hessian: bo
     return out
 
 
-def run_to_checkpoints(model: FlatModel, X, y, theta0, *, eta: float, record_at, measure,
-                       batch_size: int | None = None, replacement: bool = False, seed: int = 0):
-    """Run GD or SGD with :func:`noisegeom.simulate` and call ``measure(θ_t)`` at chosen steps.
-
-    The run is simulated in segments between consecutive steps of ``record_at``
-    (non-negative, strictly increasing; 0 is the start); segment j uses seed
-    ``seed + j``. A diverging run raises :class:`noisegeom.DivergenceError`.
-    Chapters 3 and 6 record their measurements through it.
-
-    Returns
-    -------
-    (steps, rows)
-        The steps as an integer array and the list of ``measure`` results.
-    """
-    eta = check_positive(eta, "eta")
-    steps = np.asarray(record_at)
-    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-        raise ValueError(f"record_at must be a non-empty 1-D sequence of integers, got {record_at!r}")
-    if steps[0] < 0 or (np.diff(steps) <= 0).any():
-        raise ValueError("record_at must be non-negative and strictly increasing")
-    if not isinstance(model, FlatModel):
-        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    theta = as_tensor(theta0, "theta0", ndim=1)
-    if theta.numel() != model.p:
-        raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
-    rows, t = [], 0
-    for j, target in enumerate(steps.tolist()):
-        if target > t:
-            traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
-                            replacement=replacement, seed=seed + j, record_every=target - t,
-                            on_divergence="raise")
-            theta = torch.as_tensor(traj.final_theta[0])
-            t = target
-        rows.append(measure(theta))
-    return steps.copy(), rows
-
-
 def alignment_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, batch_size: int | None = None,
                         replacement: bool = False, k: int = 10, with_hessian: bool = False,
                         seed: int = 0) -> AlignmentRecord:
@@ -237,7 +161,7 @@ def alignment_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at
     -------
     AlignmentRecord
     """
-    steps, rows = run_to_checkpoints(
+    steps, rows = measure_along_run(
         model, X, y, theta0, eta=eta, record_at=record_at, batch_size=batch_size, replacement=replacement,
         seed=seed, measure=lambda theta: alignment_at(model, theta, X, y, k=k, with_hessian=with_hessian,
                                                       seed=seed))

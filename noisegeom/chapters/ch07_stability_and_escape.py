@@ -1,9 +1,8 @@
-"""Escape from sharp minima and cyclical learning rates: the numerics of chapters 7 and 8.
+"""Numerics of chapter 7, *Stability and escape from sharp minima*.
 
 Chapter 7 compares how GD and SGD leave a minimum that is too sharp for their
-learning rate; chapter 8 uses the same mechanism with cyclical schedules.
-The core maps live in ``noisegeom.stability``; this module adds what the
-two chapters compute on top of them:
+learning rate. The core maps live in :mod:`noisegeom.stability`; this module
+adds what the chapter computes on top of them:
 
 * closed forms for the one-dimensional two-parabola example
   (:func:`two_parabola_rates`);
@@ -15,19 +14,16 @@ two chapters compute on top of them:
   alignment constant μ_H of its Frobenius bound (:func:`least_squares_mu_h`);
 * the aligned-noise model solved through its secular equation
   (:func:`aligned_escape`);
-* an (η, B) stability diagram (:func:`stability_diagram`);
+* escape runs and an (η, B) stability diagram on least squares
+  (:func:`least_squares_escape`, :func:`stability_diagram`);
 * energy fractions of θ_t − θ* on groups of eigen-directions
   (:func:`group_fractions`);
-* a minimum of a network found by GD and polished by Gauss–Newton steps
-  (:func:`find_minimum`) and batched Hessian spectra (:func:`hessian_spectra`,
-  :func:`sharpness_summary`);
 * a two-dimensional double basin with a sharp and a flat minimum and a
   vectorised noisy-GD simulator on it (:class:`DoubleBasin`,
-  :func:`basin_escape`);
-* cyclical learning-rate schedules (:func:`cyclical_schedule`), the largest
-  learning rate at which SGD can rest at a minimum (:func:`resting_threshold`),
-  and a fast NumPy SGD simulator for a small tanh network that tracks
-  sharpness at every record (:func:`two_layer_run`).
+  :func:`basin_escape`).
+
+The chapter's network experiment uses the toolbox: :func:`noisegeom.find_minimum`,
+:func:`noisegeom.hessian_spectra` and :func:`noisegeom.sharpness_summary`.
 """
 
 from __future__ import annotations
@@ -38,13 +34,9 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 from scipy.sparse.linalg import eigsh
-from torch.func import hessian, vmap
 
-from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
-from .autodiff import _check_inputs, _sample_loss, jacobian, loss_value, residuals
-from .models import FlatModel
-from .noise import batch_noise_factor
-from .simulate import simulate
+from .._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
+from ..noise import batch_noise_factor
 
 __all__ = [
     "two_parabola_rates",
@@ -57,17 +49,9 @@ __all__ = [
     "least_squares_escape",
     "stability_diagram",
     "group_fractions",
-    "find_minimum",
-    "hessian_spectra",
-    "sharpness_summary",
     "DoubleBasin",
     "basin_escape",
     "BASIN_NOISES",
-    "cyclical_schedule",
-    "SCHEDULES",
-    "cycle_growth",
-    "resting_threshold",
-    "two_layer_run",
 ]
 
 
@@ -519,7 +503,7 @@ def least_squares_escape(problem: LeastSquaresProblem, etas, batch_size: int | N
     gen = torch.Generator().manual_seed(int(seed))
     escaped = torch.full((S, m), -1, dtype=torch.long)
     active = torch.ones(S, m, dtype=torch.bool)
-    from .noise import sample_batches
+    from ..noise import sample_batches
 
     for t in range(steps):
         if B is None:
@@ -587,84 +571,6 @@ def stability_diagram(problem: LeastSquaresProblem, etas, batch_sizes, *, steps:
         "mu_h": least_squares_mu_h(problem.X),
         "c": np.array([batch_noise_factor(n, B, replacement=replacement) for B in Bs]),
     }
-
-
-def find_minimum(model: FlatModel, X, y, theta0, *, eta: float, steps: int, polish_steps: int = 5,
-                 tol: float = 1e-20) -> torch.Tensor:
-    """A minimum near θ₀: GD at learning rate η, then Gauss–Newton steps (chapter 7).
-
-    GD (``steps`` steps of :func:`noisegeom.simulate`) brings the loss down;
-    then up to ``polish_steps`` minimum-norm Gauss–Newton steps
-    θ ← θ − J⁺ e take an over-parameterized model (n ≤ p, J of full row rank)
-    to an interpolating point to machine precision, moving as little as possible.
-    Stops early once L ≤ tol. Square loss, scalar output.
-
-    Returns
-    -------
-    torch.Tensor, shape (p,)
-    """
-    theta0, X, y = _check_inputs(model, theta0, X, y)
-    steps = check_int(steps, "steps", low=0)
-    polish_steps = check_int(polish_steps, "polish_steps", low=0)
-    tol = check_positive(tol, "tol", allow_zero=True)
-    th = theta0
-    if steps > 0:
-        tr = simulate(model, X, y, theta0, eta=eta, steps=steps, record_every=steps, on_divergence="raise")
-        th = torch.as_tensor(tr.final_theta[0], dtype=DTYPE)
-    for _ in range(polish_steps):
-        if loss_value(model, th, X, y) <= tol:
-            break
-        e = residuals(model, th, X, y)
-        if e.ndim != 1:
-            raise ValueError("find_minimum polishes scalar-output square-loss models only")
-        J = jacobian(model, th, X)
-        th = th - torch.linalg.lstsq(J, e[:, None], driver="gelsd").solution[:, 0]
-    return th
-
-
-def hessian_spectra(model: FlatModel, thetas, X, y, *, loss: str = "mse", chunk: int = 32) -> np.ndarray:
-    """All eigenvalues of ∇²L at each of many points, batched with ``vmap`` (chapters 7 and 8).
-
-    Dense p×p Hessians: for small models (p up to a few hundred).
-
-    Parameters
-    ----------
-    thetas : array, shape (S, p) or (p,)
-    chunk : int
-        Hessians formed at once.
-
-    Returns
-    -------
-    numpy.ndarray, shape (S, p)
-        Eigenvalues in increasing order (as ``eigvalsh``).
-    """
-    T = as_tensor(thetas, "thetas", ndim=(1, 2))
-    T = T[None] if T.ndim == 1 else T
-    if not isinstance(model, FlatModel):
-        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    if T.shape[1] != model.p:
-        raise ValueError(f"thetas must have p = {model.p} columns, got shape {tuple(T.shape)}")
-    _, X, y = _check_inputs(model, T[0], X, y, loss)
-    chunk = check_int(chunk, "chunk", low=1)
-    ell = _sample_loss(model, loss)
-
-    def L(theta):
-        return vmap(ell, in_dims=(None, 0, 0))(theta, X, y).mean()
-
-    hb = vmap(hessian(L))
-    out = []
-    for s in range(0, T.shape[0], chunk):
-        Hs = hb(T[s:s + chunk])
-        out.append(np.linalg.eigvalsh(0.5 * (Hs + Hs.transpose(1, 2)).numpy()))
-    return np.concatenate(out, 0)
-
-
-def sharpness_summary(eigenvalues) -> dict:
-    """λ_max, ‖H‖_F and Tr H from Hessian eigenvalues of shape (..., p)."""
-    ev = np.asarray(eigenvalues, dtype=float)
-    if ev.ndim < 1 or ev.shape[-1] == 0:
-        raise ValueError("eigenvalues must have a non-empty last axis")
-    return {"lam_max": ev.max(-1), "frobenius": np.sqrt((ev ** 2).sum(-1)), "trace": ev.sum(-1)}
 
 
 # --------------------------------------------------------------------------- double basin
@@ -857,230 +763,3 @@ def basin_escape(basin: DoubleBasin, *, eta: float, steps: int, noise: str, trac
                 rec_steps.append(t + 1)
     return {"escaped_at": escaped, "diverged_at": diverged, "final": W,
             "paths": np.stack(rec) if rec else None, "steps": np.array(rec_steps)}
-
-
-# --------------------------------------------------------------------------- schedules
-
-SCHEDULES = ("constant", "triangular", "cosine")
-
-
-def cyclical_schedule(kind: str, steps: int, eta_min: float, eta_max: float, period: int) -> np.ndarray:
-    """A learning-rate schedule as an array of length ``steps`` (chapter 8).
-
-    With phase φ_t = (t mod P)/P ∈ [0, 1):
-
-    * ``'constant'``: η_t = η_max;
-    * ``'triangular'`` (Smith 2017): η_t = η_min + (η_max − η_min)(1 − abs(2φ_t − 1)),
-      from η_min up to η_max at mid-cycle and back;
-    * ``'cosine'`` (cosine with warm restarts): η_t = η_min + ½(η_max − η_min)(1 + cos πφ_t),
-      a jump to η_max at every restart and a slow decay to η_min.
-
-    Returns
-    -------
-    numpy.ndarray, shape (steps,)
-    """
-    if kind not in SCHEDULES:
-        raise ValueError(f"kind must be one of {SCHEDULES}, got {kind!r}")
-    steps = check_int(steps, "steps", low=1)
-    period = check_int(period, "period", low=1)
-    eta_min = check_positive(eta_min, "eta_min")
-    eta_max = check_positive(eta_max, "eta_max")
-    if eta_max < eta_min:
-        raise ValueError(f"eta_max must be >= eta_min, got {eta_max} < {eta_min}")
-    phase = (np.arange(steps) % period) / period
-    if kind == "constant":
-        return np.full(steps, eta_max)
-    if kind == "triangular":
-        return eta_min + (eta_max - eta_min) * (1 - np.abs(2 * phase - 1))
-    return eta_min + 0.5 * (eta_max - eta_min) * (1 + np.cos(np.pi * phase))
-
-
-def cycle_growth(lams, etas, batch_size: float = 1, mu: float = 1.0) -> float:
-    """Per-step growth of second moments over one cycle of a schedule, aligned model (chapter 8).
-
-    With M(η) = (I − ηΛ)² + (μη²/B) λλᵀ on the directions with λ_k > 0, one
-    pass through the schedule η_0, …, η_{P−1} multiplies the second moments by
-    Π = M(η_{P−1}) ⋯ M(η_0). Returns ρ(Π)^{1/P}, the geometric-mean growth per
-    step of a schedule repeated forever (> 1: unstable). For a constant
-    schedule it is ρ(M(η)).
-
-    Parameters
-    ----------
-    lams : array (p,)
-        Eigenvalues λ_k ≥ 0 of H (at least one positive).
-    etas : array (P,)
-        One period of the schedule (η_t > 0).
-    batch_size, mu : float
-        As in :func:`aligned_escape`.
-    """
-    lam = as_tensor(lams, "lams", ndim=1).numpy()
-    if (lam < 0).any() or not (lam > 0).any():
-        raise ValueError("lams must be non-negative with at least one positive entry")
-    et = as_tensor(etas, "etas", ndim=(0, 1)).numpy().reshape(-1)
-    if (et <= 0).any():
-        raise ValueError("etas must be > 0")
-    B = check_positive(batch_size, "batch_size")
-    mu = check_positive(mu, "mu")
-    lp = lam[lam > 0]
-    P = np.eye(lp.size)
-    log_scale = 0.0
-    for eta in et:
-        P = ((1 - eta * lp) ** 2)[:, None] * P + (mu * eta ** 2 / B) * np.outer(lp, lp @ P)
-        m = np.abs(P).max()
-        if m == 0:
-            return 0.0
-        P /= m
-        log_scale += np.log(m)
-    rho = np.abs(np.linalg.eigvals(P)).max()
-    if rho == 0:
-        return 0.0
-    return float(np.exp((np.log(rho) + log_scale) / et.size))
-
-
-def resting_threshold(lams, batch_size: float = 1, mu: float = 1.0) -> float:
-    """The largest learning rate at which SGD can rest at a minimum, aligned model (chapter 8).
-
-    With s(η) = (μη/B) Σ_{k: λ_k>0} λ_k / (2 − ηλ_k), SGD can rest for η iff
-    ηλ_1 < 2 and s(η) ≤ 1 (proposition ``prop-resting-set``). s increases
-    strictly from 0 to ∞ on (0, 2/λ_1), so the set of such η is (0, η_c] with
-    s(η_c) = 1; this returns η_c, found by bracketing the root. At η_c the
-    second-moment map M(η) has spectral radius exactly 1.
-
-    Parameters
-    ----------
-    lams : array (p,)
-        Eigenvalues of H at the minimum; negative entries are clipped to 0 (the
-        rounding error of a positive semi-definite Hessian), at least one must be
-        positive.
-    batch_size, mu : float
-        As in :func:`aligned_escape` (for a batch drawn without replacement use
-        1/c(n, B) in place of B).
-    """
-    lam = as_tensor(lams, "lams", ndim=1).numpy()
-    lp = np.clip(lam, 0.0, None)
-    lp = lp[lp > 0]
-    if lp.size == 0:
-        raise ValueError("lams must have at least one positive entry")
-    B = check_positive(batch_size, "batch_size")
-    mu = check_positive(mu, "mu")
-    top = 2.0 / lp.max()
-
-    def s_minus_one(eta):
-        return mu * eta / B * (lp / (2.0 - eta * lp)).sum() - 1.0
-
-    gap = 1e-3                      # s → ∞ as η → 2/λ_1 from below: close in until s > 1
-    while s_minus_one(top * (1 - gap)) <= 0:
-        gap /= 10
-        if gap < 1e-15:             # noise negligible: GD's threshold to machine precision
-            return float(top)
-    return float(brentq(s_minus_one, 0.0, top * (1 - gap), xtol=1e-15 * top, rtol=1e-14))
-
-
-# --------------------------------------------------------------------------- a small network, fast
-
-def two_layer_run(X, y, W0, a, *, eta, steps: int, batch_size: int | None = None, n_seeds: int = 1,
-                  seed: int = 0, record_every: int = 1, batches=None) -> dict:
-    """SGD on f(x) = Σ_k a_k tanh(w_kᵀx) (a fixed) in NumPy, with sharpness at every record (chapter 8).
-
-    The same model as :func:`noisegeom.two_layer_net` with ``activation='tanh'``
-    and a fixed outer layer, simulated without autodiff so that a widget can
-    rerun it live. The recorded sharpness is λ_max(G) of the Gauss–Newton
-    matrix G = JᵀJ/n (rows ∇_W f_i = a ⊙ tanh'(W x_i) ⊗ x_i), computed through
-    the n×n Gram K_ij = (x_iᵀx_j / n) Σ_k a_k² tanh'(w_kᵀx_i) tanh'(w_kᵀx_j);
-    at an interpolating minimum G = H.
-
-    Parameters
-    ----------
-    X : array (n, d); y : array (n,)
-    W0 : array (m, d) or (n_seeds, m, d)
-        Inner weights at the start (one row per hidden unit).
-    a : array (m,)
-        Fixed outer weights.
-    eta : float or array (steps,)
-        Learning rate or schedule.
-    batch_size : int, optional
-        B (without replacement); ``None`` is GD.
-    n_seeds, seed : int
-    record_every : int
-    batches : int array (steps, n_seeds, B), optional
-        Explicit minibatch indices (for tests); overrides the seeded draw.
-
-    Returns
-    -------
-    dict
-        ``steps`` (R,), ``loss`` (R, S), ``sharpness`` (R, S) λ_max(G),
-        ``trace`` (R, S) Tr G, ``W`` (S, m, d) final (nan for a seed that blew up).
-    """
-    X = as_tensor(X, "X", ndim=2).numpy()
-    y = as_tensor(y, "y", ndim=1).numpy()
-    n, d = X.shape
-    if y.shape[0] != n:
-        raise ValueError(f"y must have n = {n} entries, got {y.shape[0]}")
-    a = as_tensor(a, "a", ndim=1).numpy()
-    W = as_tensor(W0, "W0", ndim=(2, 3)).numpy()
-    S = check_int(n_seeds, "n_seeds", low=1)
-    if W.shape[-2:] != (a.size, d):
-        raise ValueError(f"W0 must have shape (m, d) = {(a.size, d)} (or (n_seeds, m, d)), got {W.shape}")
-    W = np.tile(W, (S, 1, 1)) if W.ndim == 2 else W.copy()
-    if W.shape[0] != S:
-        raise ValueError(f"W0 of shape (n_seeds, m, d) must have n_seeds = {S} rows, got {W.shape[0]}")
-    steps = check_int(steps, "steps", low=1)
-    record_every = check_int(record_every, "record_every", low=1)
-    if np.ndim(eta) == 0:
-        etas = np.full(steps, check_positive(eta, "eta"))
-    else:
-        etas = np.asarray(eta, dtype=float)
-        if etas.shape != (steps,) or not np.all(np.isfinite(etas)) or (etas <= 0).any():
-            raise ValueError(f"eta must be a positive number or a positive array of length steps = {steps}")
-    if batch_size is not None:
-        B = check_batch_size(batch_size, n)
-        if batches is not None:
-            batches = np.asarray(batches)
-            if batches.shape != (steps, S, B):
-                raise ValueError(f"batches must have shape (steps, n_seeds, B) = {(steps, S, B)}, got {batches.shape}")
-    gram = X @ X.T / n
-    a2 = a * a
-
-    def measure(W):                                             # W: (..., m, d)
-        A = np.tanh(np.einsum("id,skd->sik", X, W))             # (S, n, m)
-        e = A @ a - y
-        D = 1 - A * A
-        K = gram * np.einsum("sik,sjk,k->sij", D, D, a2)
-        top = np.full(len(W), np.nan)
-        ok = np.isfinite(K).all((1, 2))
-        if ok.any():
-            top[ok] = np.linalg.eigvalsh(K[ok])[:, -1]
-        return 0.5 * (e * e).mean(1), top, np.trace(K, axis1=1, axis2=2)
-
-    if batch_size is None:                                      # GD: every sample, every step
-        Xs, ys = np.broadcast_to(X, (S, n, d)), y
-    else:
-        if batches is None:
-            # every step's minibatches at once: the same draws as one rng.random((S, n)) per step
-            rng = np.random.default_rng(seed)
-            batches = np.argsort(rng.random((steps, S, n)), axis=2)[:, :, :B]
-        Xs, ys = X[batches], y[batches]                         # (steps, S, B, d), (steps, S, B)
-    recorded = [0] + [t + 1 for t in range(steps) if (t + 1) % record_every == 0 or t + 1 == steps]
-    Ws = np.empty((len(recorded), S) + W.shape[1:])             # W at the records, measured at the end
-    Ws[0] = W
-    r = 1
-    with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(steps):
-            Xb, yb = (Xs, ys) if batch_size is None else (Xs[t], ys[t])   # (S, B, d), (S, B)
-            A = np.tanh(np.einsum("sbd,skd->sbk", Xb, W))
-            e = A @ a - yb
-            dZ = e[..., None] * (1 - A * A) * a                     # (S, B, m)
-            W = W - etas[t] * np.einsum("sbk,sbd->skd", dZ, Xb) / Xb.shape[1]
-            if r < len(recorded) and recorded[r] == t + 1:
-                Ws[r] = W
-                r += 1
-        # A seed that blew up is nan from then on. The seeds do not interact, and an entry
-        # of W that is inf or nan stays so, so this can wait until the end.
-        Ws[~np.isfinite(Ws).all((2, 3))] = np.nan
-        W[~np.isfinite(W).all((1, 2))] = np.nan
-        L, top, tr = measure(Ws.reshape((-1,) + W.shape[1:]))
-    out = {"steps": np.array(recorded)}
-    for key, val in (("loss", L), ("sharpness", top), ("trace", tr)):
-        out[key] = val.reshape(len(recorded), S)
-    out["W"] = W
-    return out

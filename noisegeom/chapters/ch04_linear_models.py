@@ -1,4 +1,4 @@
-"""Closed forms and bounds for the noise geometry of linear models (chapter 4).
+"""Numerics of chapter 4, *Linear models*: closed forms and bounds for their noise geometry.
 
 Notation (science.md): f(x; θ) = θᵀx (or ⟨F(θ), x⟩), residual e_i = f(x_i) − y_i,
 2L = (1/n) Σ e_i², J the n×p Jacobian, K = JJᵀ, G = JᵀJ/n,
@@ -38,9 +38,9 @@ import math
 import numpy as np
 import torch
 
-from ._checks import DTYPE, as_tensor, check_int, check_positive
-from .autodiff import jacobian
-from .models import FlatModel, deep_linear_model, diagonal_linear_model, linear_model
+from .._checks import DTYPE, as_tensor, check_int, check_positive
+from ..autodiff import jacobian
+from ..models import FlatModel, deep_linear_model, diagonal_linear_model, linear_model
 
 __all__ = [
     "spectral_summary",
@@ -788,7 +788,7 @@ def linear_alignment_summary(n: int = 60, d: int = 120, alpha: float = 1.0, nois
         ``lam_G`` and ``g`` (along the eigenvectors of G), ``g_pop_bounds`` (1, 1+ρ),
         ``g_max`` (:func:`g_range`), ``snr``, ``d_eff`` (of S̃), ``p``.
     """
-    from .data import gaussian_inputs, power_law_spectrum
+    from ..data import gaussian_inputs, power_law_spectrum
 
     n = check_int(n, "n", low=2)
     d = check_int(d, "d", low=1)

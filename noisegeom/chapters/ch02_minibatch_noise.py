@@ -1,4 +1,4 @@
-"""Numerics of chapter 2: the covariance of minibatch noise and the one-step loss expansion.
+"""Numerics of chapter 2, *The covariance of minibatch noise*: the covariance of minibatch noise and the one-step loss expansion.
 
 Chapter 2 proves that a minibatch gradient g_b = (1/B) Σ_{i∈b} g_i has mean ∇L
 and covariance Σ_B = c(n, B) Σ₁ (:func:`noisegeom.batch_noise_factor`), and that
@@ -29,9 +29,9 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch.func import grad, vmap
 
-from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
-from .autodiff import _check_inputs, _sample_loss, per_sample_gradients
-from .noise import batch_noise_factor, sample_batches
+from .._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
+from ..autodiff import _check_inputs, _sample_loss, per_sample_gradients
+from ..noise import batch_noise_factor, sample_batches
 
 __all__ = [
     "batch_weights",

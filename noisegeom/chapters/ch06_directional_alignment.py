@@ -1,4 +1,4 @@
-"""Numerics of chapter 6: directional alignment along sharp and flat directions, and Lanczos.
+"""Numerics of chapter 6, *Directional alignment*: directional alignment along sharp and flat directions, and Lanczos.
 
 Chapter 6 measures the directional alignment g(θ; v) = vᵀΣ₁v/(2L vᵀGv)
 (chapter 3) along every eigen-direction of the curvature, from the sharpest
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, check_loss_positive, check_positive
-from .alignment import NoiseGeometry
-from .autodiff import residuals
-from .curvature import _to_operator, hessian_operator, top_eigenpairs
-from .models import FlatModel
-from .alignment_runs import run_to_checkpoints
+from .._checks import as_tensor, check_int, check_loss_positive, check_positive
+from ..alignment import NoiseGeometry
+from ..autodiff import residuals
+from ..curvature import _to_operator, hessian_operator, top_eigenpairs
+from ..models import FlatModel
+from ..simulate import measure_along_run
 
 __all__ = [
     "LanczosResult",
@@ -331,7 +331,7 @@ def directional_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_
         raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
     k = check_int(k, "k", low=1, high=model.p)
     n_random = check_int(n_random, "n_random", low=1)
-    steps, rows = run_to_checkpoints(model, X, y, theta0, eta=eta, record_at=record_at, batch_size=batch_size,
-                                     seed=seed, measure=lambda theta: _measure(model, theta, X, y, k, n_random, seed))
+    steps, rows = measure_along_run(model, X, y, theta0, eta=eta, record_at=record_at, batch_size=batch_size,
+                                    seed=seed, measure=lambda theta: _measure(model, theta, X, y, k, n_random, seed))
     out = {name: np.stack([np.asarray(r[name]) for r in rows]) for name in rows[0]}
     return DirectionalRecord(steps=steps, p=model.p, **out)
