@@ -21,7 +21,7 @@ PIP    := $(PY) -m pip
 
 # The environment is (re)installed only when requirements.txt,
 # .binder/requirements-lab.txt (the JupyterLab pins, for `make lab` and
-# tests/test_lab.py) or pyproject.toml change: the stamp's name carries a hash
+# tests/book/test_lab.py) or pyproject.toml change: the stamp's name carries a hash
 # of the three files.
 ENV_HASH  := $(shell cat requirements.txt .binder/requirements-lab.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 ENV_STAMP := $(VENV)/.noisegeom-env-$(ENV_HASH)

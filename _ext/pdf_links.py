@@ -13,7 +13,7 @@ The book's site links to both PDFs; the student edition (``hide_solutions: true`
 holds the solutions. Links are relative (``pathto``), so they work at any page depth and
 from a copy of the site on disk. They are plain hrefs, written whether or not the PDFs
 exist yet (they are made after the HTML), so they never trip the strict build;
-tests/test_pdf.py checks that they resolve after ``make pdf``.
+tests/book/test_pdf.py checks that they resolve after ``make pdf``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ check functions
 ``WRONG_ANSWERS``
     ``{label: source}``: for at least one question, a plausible wrong answer (the
     solution's first cell with one typical mistake) that must fail a *public*
-    check. ``tests/test_assignments.py`` makes sure it does.
+    check. ``tests/book/test_assignments.py`` makes sure it does.
 
 The solution of an auto-checked exercise is a gated solution in the chapter
 (``{solution-start}`` ... ``{solution-end}``) whose first code cell defines the

@@ -83,7 +83,7 @@ class NoiseGeometry:
     Build it with :meth:`square_loss` from (J, e) or with :meth:`from_model`.
     All metrics use n×n (or nk×nk) Gram matrices; see the module docstring.
     Everything is computed on first use and kept: the object describes one point θ.
-    Chapter 3 derives the identities; tests/test_alignment.py checks them
+    Chapter 3 derives the identities; tests/toolbox/test_alignment.py checks them
     against dense p×p computations.
     """
 

@@ -122,7 +122,7 @@ def minibatch_gradients(grads, batch_size: int, num_batches: int, *, replacement
                         seed: int = 0) -> torch.Tensor:
     """Gradients of real minibatches, (1/B) Σ_{i∈b} g_i, shape (num_batches, p).
 
-    Their empirical covariance converges to Σ_B (tested in tests/test_noise.py).
+    Their empirical covariance converges to Σ_B (tested in tests/toolbox/test_noise.py).
     """
     g = _grads(grads)
     idx = sample_batches(g.shape[0], batch_size, num_batches, replacement=replacement, seed=seed)

@@ -154,6 +154,8 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     -------
     Trajectory
     """
+    if not isinstance(model, FlatModel):
+        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
     theta_chk, X, y = _check_inputs(model, model.theta0, X, y, loss)
     n = X.shape[0]
     steps = check_int(steps, "steps", low=1)
@@ -194,21 +196,32 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
 
     ell = _sample_loss(model, loss)
 
-    def mean_loss(theta, xb, yb):
-        # one batched forward pass: every model here treats the samples of a batch independently,
-        # and a vmap over samples inside the vmap over seeds costs more than the arithmetic
-        return _losses_of_outputs(model.forward(theta, xb), yb, loss).mean()
+    def seed_losses(theta, xb, yb, per_theta):
+        # L of every seed from one batched forward pass over all seeds (FlatModel.forward_batched:
+        # a plain pass for the book's small models, where vmap's per-call overhead would dominate)
+        out = model.forward_batched(theta, xb, per_theta=per_theta)       # (S, B) or (S, B, k)
+        S, b = out.shape[:2]
+        yb = yb.expand(S, *yb.shape) if not per_theta else yb
+        return _losses_of_outputs(out.reshape(S * b, *out.shape[2:]), yb.reshape(S * b, *yb.shape[2:]),
+                                  loss).view(S, b).mean(1)
 
-    full_loss = vmap(mean_loss, in_dims=(0, None, None))
-    batch_loss = vmap(mean_loss, in_dims=(0, 0, 0))
+    def full_loss(theta, xb, yb):
+        return seed_losses(theta, xb, yb, False)
+
+    def batch_loss(theta, xb, yb):
+        return seed_losses(theta, xb, yb, True)
+
+    ones_S = torch.ones(S, dtype=DTYPE)
 
     def seed_gradients(losses_of, theta, xb, yb):
         # the S runs are independent, so the gradient of the sum of their losses holds each run's
-        # own gradient in its row; plain autograd through the vmapped forward costs less per step
+        # own gradient in its row; plain autograd through the batched forward costs less per step
         # than torch.func.grad, whose wrapping dominates for small models
         theta = theta.detach().requires_grad_(True)
         with torch.enable_grad():
-            return torch.autograd.grad(losses_of(theta, xb, yb).sum(), theta)[0]
+            # backward from the S losses with unit weights: as .sum() then backward, without
+            # autograd's construction of the scalar's gradient on every call
+            return torch.autograd.grad(losses_of(theta, xb, yb), theta, grad_outputs=ones_S)[0]
 
     def full_grad(theta, xb, yb):
         return seed_gradients(full_loss, theta, xb, yb)

@@ -10,7 +10,7 @@
 # every failure, not only the first. Chapters whose code did not change are not
 # re-executed (jupyter-cache in _build/.jupyter_cache, shared by both editions).
 # The log goes to <out>/build.log and the exit status to <out>/build.rc, which
-# tests/test_book.py reads.
+# tests/book/test_book.py reads.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

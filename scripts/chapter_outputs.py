@@ -28,9 +28,11 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 
-# Wall-clock times and memory addresses, the only outputs allowed to change between runs.
+# Wall-clock times, ratios of times and memory addresses: the only outputs allowed to change
+# between runs.
 MASKS = [
     (re.compile(r"\d+(\.\d+)?\s*(s|ms|µs|us|min|seconds?)\b"), "<time>"),
+    (re.compile(r"(time: )\d+(\.\d+)?"), r"\1<ratio>"),
     (re.compile(r"0x[0-9a-f]{6,}"), "<addr>"),
 ]
 
@@ -66,6 +68,18 @@ def _mask(text: str) -> str:
     return text
 
 
+def _merged_streams(outputs: list) -> list:
+    """Consecutive prints to one stream as one output: the kernel splits them by timing."""
+    merged = []
+    for output in outputs:
+        if (output.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                and merged[-1].name == output.name):
+            merged[-1] = nbformat.from_dict(dict(merged[-1], text=merged[-1].text + output.text))
+        else:
+            merged.append(output)
+    return merged
+
+
 def outputs(nb_path: Path) -> list[tuple[str, str]]:
     """(where, content) of every output, images as hashes, in order."""
     nb = nbformat.read(nb_path, as_version=4)
@@ -75,7 +89,7 @@ def outputs(nb_path: Path) -> list[tuple[str, str]]:
         if cell.cell_type != "code":
             continue
         n += 1
-        for k, output in enumerate(cell.get("outputs", [])):
+        for k, output in enumerate(_merged_streams(cell.get("outputs", []))):
             where = f"code cell {n}, output {k}"
             if output.output_type == "stream":
                 items.append((f"{where} ({output.name})", _mask(output.text)))

@@ -15,7 +15,7 @@ JupyterLab (which shows one notebook at a time and knows no bibliography) as on 
     python scripts/chapter_references.py            # rewrite the lists that changed
     python scripts/chapter_references.py --check    # exit 1 and name them if any is stale
 
-``make test`` runs the check (tests/book/test_sources.py).
+``make test`` runs the check (tests/book/test_portable_links.py).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ difficulty and "auto-checked" are read from the sources (see :func:`kind_of`,
     python scripts/exercise_table.py --check    # exit 1 if it is stale
 
 It stops with a message naming the chapter and the label when an exercise has no label, no
-metadata line or a malformed one. ``make test`` runs the check (tests/test_instructors.py).
+metadata line or a malformed one. ``make test`` runs the check (tests/book/test_instructors.py).
 """
 
 from __future__ import annotations

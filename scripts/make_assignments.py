@@ -224,7 +224,7 @@ def master_notebook(chapter_file: str) -> nbformat.NotebookNode:
         "init_cell": True,
         "check_all_cell": True,
         "export_cell": False,
-        "run_tests": False,          # tests/test_assignments.py grades the solutions
+        "run_tests": False,          # tests/book/test_assignments.py grades the solutions
         "solutions_pdf": False,
         "generate": {"pdf": False, "filtering": False},
         "tests": {"files": True, "ok_format": False},

@@ -73,7 +73,7 @@ EDITIONS = {
 # solutions, from the student site.
 COPIES = {"book": ["book"], "student": ["book", "student"]}
 
-# Offline, headless Chromium (the same flags as tests/conftest.py).
+# Offline, headless Chromium (the same flags as tests/book/conftest.py).
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

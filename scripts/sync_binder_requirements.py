@@ -9,7 +9,7 @@ already in requirements.txt) so the MyST chapters open as notebooks.
     .venv/bin/python scripts/sync_binder_requirements.py          # rewrite
     .venv/bin/python scripts/sync_binder_requirements.py --check  # exit 1 if stale
 
-tests/test_book.py checks that the file is current and that the pins agree.
+tests/book/test_book.py checks that the file is current and that the pins agree.
 """
 
 from __future__ import annotations

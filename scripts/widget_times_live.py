@@ -3,7 +3,7 @@
 
 Not a test. JupyterLab is started as Binder starts it (the book's ``.venv`` with the Binder lab
 pins, ``.binder/start``, the settings of ``.binder/postBuild``, a throwaway copy of the working
-tree; see ``tests/lab_server.py``) and driven by headless Chromium (Debian's, through
+tree; see ``tests/book/lab_server.py``) and driven by headless Chromium (Debian's, through
 Playwright). For every chapter with an ``ng.widgets.explore`` call: open it through the launch
 link's path, Run All Cells, then move each control of the widget ``--moves`` times as a reader
 would (a slider one step right and back with the arrow keys; a dropdown to the next option and
@@ -25,7 +25,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "book"))
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from lab_server import TOKEN, running_lab  # noqa: E402

@@ -1,4 +1,6 @@
-"""Independent reference routes shared by the package tests (not a conftest: plain helpers).
+"""Independent reference routes shared by the package tests, tests/toolbox/ and tests/chapters/
+(not a conftest: plain helpers, imported as ``from _fixtures import ...``; pyproject.toml puts
+tests/ on the path).
 
 Everything here avoids the code paths under test: per-sample gradients and
 Jacobians come from a plain loop over samples with ``torch.autograd`` on the

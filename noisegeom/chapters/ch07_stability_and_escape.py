@@ -475,6 +475,11 @@ def least_squares_escape(problem: LeastSquaresProblem, etas, batch_size: int | N
     starting loss, and is frozen from then on (as with ``simulate``'s
     ``escape_loss``).
 
+    Why not :func:`noisegeom.simulate` itself: the chapter's escape curves need a
+    whole grid of η, and ``simulate`` runs one schedule per call; this loop runs the
+    grid at the cost of one run, and for a single η it reproduces ``simulate``
+    (tested).
+
     Returns
     -------
     dict
@@ -696,6 +701,10 @@ def basin_escape(basin: DoubleBasin, *, eta: float, steps: int, noise: str, trac
     leaves the sharp basin (L_s(w) ≥ L_f(w)); it keeps running. A seed whose
     iterate becomes non-finite is frozen at its last finite point and
     reported in ``diverged_at``.
+
+    Why not :func:`noisegeom.simulate`: the double basin is a loss on R², not a
+    model fitted to samples, and its noises are prescribed covariances (C ∝ H_s,
+    C ∝ u₁u₁ᵀ, C = (2L/B) H_s), not the covariance of minibatches of data.
 
     Parameters
     ----------

@@ -7,11 +7,13 @@ second-moment maps are :mod:`noisegeom.stability`'s; this module adds
 * the growth of second moments over one cycle of a schedule in the aligned-noise
   model (:func:`cycle_growth`);
 * the largest learning rate at which SGD can rest at a minimum
-  (:func:`resting_threshold`).
+  (:func:`resting_threshold`);
+* SGD runs that record the sharpness λ_max(G) along the way
+  (:func:`sharpness_along_run`: :func:`noisegeom.simulate` and
+  :func:`noisegeom.gauss_newton_spectra`).
 
-The chapter's networks run through :func:`noisegeom.simulate`, with minima from
-:func:`noisegeom.find_minimum` and sharpness from :func:`noisegeom.hessian_spectra`
-and :func:`noisegeom.gauss_newton_spectra`.
+The chapter's minima come from :func:`noisegeom.find_minimum` and their spectra from
+:func:`noisegeom.hessian_spectra`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import numpy as np
 from scipy.optimize import brentq
 
 from .._checks import as_tensor, check_int, check_positive
+from ..curvature import gauss_newton_spectra
+from ..models import FlatModel
+from ..simulate import simulate
 
-__all__ = ["SCHEDULES", "cyclical_schedule", "cycle_growth", "resting_threshold"]
+__all__ = ["SCHEDULES", "cyclical_schedule", "cycle_growth", "resting_threshold", "sharpness_along_run"]
 
 SCHEDULES = ("constant", "triangular", "cosine")
 
@@ -141,3 +146,46 @@ def resting_threshold(lams, batch_size: float = 1, mu: float = 1.0) -> float:
     return float(brentq(s_minus_one, 0.0, top * (1 - gap), xtol=1e-15 * top, rtol=1e-14))
 
 
+def sharpness_along_run(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int | None = None,
+                        n_seeds: int = 1, seed: int = 0, record_every: int = 1) -> dict:
+    """GD or SGD with the sharpness λ_max(G) and Tr G at every record (chapter 8).
+
+    The run is :func:`noisegeom.simulate` (square loss, minibatches without
+    replacement); at every recorded iterate :func:`noisegeom.gauss_newton_spectra`
+    gives the eigenvalues of the Gauss–Newton matrix G = JᵀJ/n, whose largest equals
+    λ_max(H) at an interpolating minimum. A seed that diverges is reported as nan
+    from its divergence on (``simulate`` freezes it at its last finite iterate; here
+    it has no sharpness), and no warning is issued: blowing up is one of the outcomes
+    the chapter's schedules are compared by.
+
+    Parameters
+    ----------
+    model : FlatModel
+    X, y : arrays
+    theta0 : array (p,) or (n_seeds, p)
+    eta : float or array (steps,)
+        Learning rate or schedule.
+    steps : int
+    batch_size : int, optional
+        B; ``None`` is GD.
+    n_seeds, seed, record_every : int
+        As in :func:`noisegeom.simulate`.
+
+    Returns
+    -------
+    dict
+        ``steps`` (R,), ``loss`` (R, S), ``sharpness`` (R, S) λ_max(G), ``trace``
+        (R, S) Tr G, ``theta`` (S, p) the final iterates (nan rows for seeds that
+        diverged), ``diverged_at`` (S,) (−1: never).
+    """
+    tr = simulate(model, X, y, theta0, eta=eta, steps=steps, batch_size=batch_size, n_seeds=n_seeds, seed=seed,
+                  record_every=record_every, record_theta=True, on_divergence="ignore")
+    R, S, p = tr.theta.shape
+    ev = gauss_newton_spectra(model, tr.theta.reshape(R * S, p), X).reshape(R, S, -1)
+    # a record at or after a seed's divergence holds its frozen last finite state: not a point of the run
+    gone = (tr.diverged_at[None, :] >= 0) & (tr.steps[:, None] >= tr.diverged_at[None, :])
+    out = {"steps": tr.steps, "loss": np.where(gone, np.nan, tr.loss),
+           "sharpness": np.where(gone, np.nan, ev[..., -1]), "trace": np.where(gone, np.nan, ev.sum(-1)),
+           "theta": np.where((tr.diverged_at >= 0)[:, None], np.nan, tr.final_theta),
+           "diverged_at": tr.diverged_at}
+    return out

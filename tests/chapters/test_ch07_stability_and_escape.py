@@ -1,9 +1,11 @@
-"""noisegeom.escape (chapters 7 and 8), and the statements of chapter 7 as the chapter states them.
+"""Tests of noisegeom.chapters.ch07_stability_and_escape (chapter 7, *Stability and escape from sharp
+minima*), and the statements of chapter 7 as the chapter states them.
 
 Every check uses an independent route: exhaustive enumeration of minibatches,
 dense matrices and eigen-solvers, finite differences, explicit loops,
 noisegeom.simulate run side by side, or Monte Carlo with a tolerance derived
-from the sample size.
+from the sample size. The toolbox functions the chapter's network experiment uses
+(find_minimum, hessian_spectra, sharpness_summary) are tested in tests/toolbox/.
 """
 
 import warnings
@@ -13,13 +15,10 @@ import pytest
 import torch
 
 import noisegeom as ng
-from noisegeom.escape import (BASIN_NOISES, DoubleBasin, aligned_escape,
-                              basin_escape, cycle_growth, cyclical_schedule, find_minimum,
-                              group_fractions, hessian_spectra, least_squares_escape,
-                              least_squares_mu_h, prescribed_least_squares, resting_threshold,
-                              second_moment_operator,
-                              sharpness_summary, stability_diagram, two_layer_run,
-                              two_parabola_rates)
+from noisegeom.chapters.ch07_stability_and_escape import (BASIN_NOISES, DoubleBasin, aligned_escape, basin_escape,
+                                                          group_fractions, least_squares_escape, least_squares_mu_h,
+                                                          prescribed_least_squares, second_moment_operator,
+                                                          stability_diagram, two_parabola_rates)
 from _fixtures import enumerated_second_moment_map
 
 DT = torch.float64
@@ -355,54 +354,6 @@ def test_stability_diagram_consistency():
         least_squares_escape(pr, [0.1], 99)
 
 
-# ------------------------------------------------------------------ networks: minimum, Hessian spectra
-
-def _net(d=3, width=4, n=6, seed=0):
-    X = ng.gaussian_inputs(n, np.ones(d), seed=seed)
-    teacher = ng.two_layer_net(d, 2, seed=seed + 7)
-    return ng.two_layer_net(d, width, seed=seed), X, teacher(teacher.theta0, X)
-
-
-def test_find_minimum_linear_is_the_min_norm_correction():
-    rng = np.random.default_rng(3)
-    X = torch.tensor(rng.standard_normal((4, 9)))
-    y = torch.tensor(rng.standard_normal(4))
-    th0 = torch.tensor(rng.standard_normal(9))
-    got = find_minimum(ng.linear_model(9), X, y, th0, eta=0.1, steps=0, polish_steps=2)
-    want = th0 - torch.linalg.pinv(X) @ (X @ th0 - y)
-    assert torch.allclose(got, want, atol=1e-12)
-
-
-def test_find_minimum_network_interpolates():
-    model, X, y = _net()
-    th = find_minimum(model, X, y, model.theta0, eta=0.3, steps=200)
-    assert ng.loss_value(model, th, X, y) < 1e-18
-    with pytest.raises(ValueError, match="steps"):
-        find_minimum(model, X, y, model.theta0, eta=0.3, steps=-1)
-
-
-def test_hessian_spectra_and_sharpness_summary():
-    model, X, y = _net(seed=1)
-    rng = np.random.default_rng(0)
-    thetas = model.theta0 + 0.3 * torch.tensor(rng.standard_normal((5, model.p)))
-    ev = hessian_spectra(model, thetas, X, y, chunk=2)
-    for s in range(5):
-        H = ng.hessian_matrix(model, thetas[s], X, y).numpy()
-        assert np.allclose(ev[s], np.linalg.eigvalsh(H), atol=1e-12)
-    summ = sharpness_summary(ev)
-    op = ng.hessian_operator(model, thetas[0], X, y)
-    top = ng.top_eigenpairs(op, k=1)
-    assert summ["lam_max"][0] == pytest.approx(top.values[0], rel=1e-10)
-    H0 = ng.hessian_matrix(model, thetas[0], X, y).numpy()
-    assert summ["frobenius"][0] == pytest.approx(np.linalg.norm(H0), rel=1e-12)
-    est, se = ng.hutchinson(op, 400, seed=1)
-    assert abs(summ["trace"][0] - est) < 5 * se + 1e-12
-    with pytest.raises(ValueError, match="thetas"):
-        hessian_spectra(model, torch.zeros(3, model.p + 1), X, y)
-    with pytest.raises(ValueError, match="eigenvalues"):
-        sharpness_summary(np.zeros((2, 0)))
-
-
 # ------------------------------------------------------------------ the double basin
 
 def test_double_basin_derivatives_by_finite_differences_and_autograd():
@@ -479,156 +430,3 @@ def test_basin_gd_loop_escape_and_divergence():
     with pytest.raises(ValueError, match="trace"):
         basin_escape(basin, eta=0.01, steps=1, noise="isotropic")
     assert "sgd_like" in BASIN_NOISES
-
-
-# ------------------------------------------------------------------ schedules and cycles (chapter 8)
-
-def test_cyclical_schedules_against_explicit_formulas():
-    T, lo, hi, P = 23, 0.1, 0.9, 8
-    tri = cyclical_schedule("triangular", T, lo, hi, P)
-    cos = cyclical_schedule("cosine", T, lo, hi, P)
-    for t in range(T):
-        ph = (t % P) / P
-        assert tri[t] == pytest.approx(lo + (hi - lo) * (1 - abs(2 * ph - 1)))
-        assert cos[t] == pytest.approx(lo + (hi - lo) * (1 + np.cos(np.pi * ph)) / 2)
-    assert tri[0] == lo and tri[4] == pytest.approx(hi) and cos[0] == hi and cos[8] == hi
-    assert np.all(cyclical_schedule("constant", 5, lo, hi, 2) == hi)
-    for kwargs, match in [(dict(kind="saw"), "kind"), (dict(eta_max=0.05), "eta_max"), (dict(period=0), "period"),
-                          (dict(eta_min=0.0), "eta_min")]:
-        args = dict(kind="cosine", steps=5, eta_min=0.1, eta_max=0.5, period=2) | kwargs
-        with pytest.raises((ValueError, TypeError), match=match):
-            cyclical_schedule(**args)
-
-
-def test_cycle_growth_against_explicit_products_and_bounds():
-    rng = np.random.default_rng(6)
-    lam = np.concatenate([rng.uniform(0.05, 1.0, 6), [0.0]])
-    etas = rng.uniform(0.2, 1.6, 9)
-    B, mu = 2, 0.9
-    pos = lam > 0
-    Pm = np.eye(pos.sum())
-    for e in etas:
-        Pm = ng.aligned_second_moment_map(lam[pos], e, B, mu) @ Pm
-    want = np.abs(np.linalg.eigvals(Pm)).max() ** (1 / etas.size)
-    got = cycle_growth(lam, etas, B, mu)
-    assert got == pytest.approx(want, rel=1e-10)
-    # constant schedule: ρ(M(η))
-    assert cycle_growth(lam, [0.7] * 5, B, mu) == pytest.approx(aligned_escape(lam, 0.7, B, mu)["rho"], rel=1e-10)
-    # chapter 8: per-step growth ≥ geometric-mean Frobenius bound and ≥ GD's cycle factor
-    eta_g = np.exp(np.log(etas).mean())
-    assert got >= mu * eta_g ** 2 * (lam ** 2).sum() / B * (1 - 1e-12)
-    gd = (((1 - np.outer(etas, lam[pos])) ** 2).prod(0) ** (1 / etas.size)).max()
-    assert got >= gd * (1 - 1e-12)
-    with pytest.raises(ValueError, match="etas"):
-        cycle_growth(lam, [0.1, -0.2])
-    with pytest.raises(ValueError, match="lams"):
-        cycle_growth([0.0, 0.0], [0.1])
-
-
-def test_resting_threshold_against_the_spectral_radius_and_closed_forms():
-    # independent route: ρ(M(η)) of the aligned map (cycle_growth of a constant schedule) crosses 1 at η_c
-    rng = np.random.default_rng(3)
-    for lam, B, mu in [(np.concatenate([rng.uniform(0.05, 3.0, 12), [0.0, -1e-13]]), 1, 0.8),
-                       (rng.uniform(0.01, 1.0, 40), 4.6, 1.3), (np.array([5.0, 1e-3]), 1, 1.0)]:
-        eta_c = resting_threshold(lam, B, mu)
-        lam_pos = np.clip(lam, 0, None)
-        assert 0 < eta_c < 2 / lam_pos.max()
-        assert cycle_growth(lam_pos, [eta_c], B, mu) == pytest.approx(1.0, abs=1e-9)
-        assert cycle_growth(lam_pos, [0.999 * eta_c], B, mu) < 1 < cycle_growth(lam_pos, [1.001 * eta_c], B, mu)
-        s = mu * eta_c / B * (lam_pos[lam_pos > 0] / (2 - eta_c * lam_pos[lam_pos > 0])).sum()
-        assert s == pytest.approx(1.0, rel=1e-10)
-    # λ = (1, 1), μ = B = 1: s(η) = 2η/(2 − η) = 1 at η = 2/3 (exercise ex-ch8-monotone)
-    assert resting_threshold([1.0, 1.0]) == pytest.approx(2 / 3, rel=1e-12)
-    # one direction: s = μηλ/(B(2 − ηλ)) = 1 at η = 2B/(λ(μ + B))
-    assert resting_threshold([2.0], batch_size=3, mu=0.5) == pytest.approx(2 * 3 / (2.0 * 3.5), rel=1e-12)
-    # noise vanishing (huge B): the threshold approaches GD's 2/λ_1 from below
-    assert 2 / 3.0 * (1 - 1e-6) < resting_threshold([3.0, 1.0], batch_size=1e9) < 2 / 3.0
-    assert resting_threshold([3.0, 1.0], batch_size=1e30) == pytest.approx(2 / 3.0, rel=1e-14)
-    for args, match in [(([0.0, -1.0],), "positive"), (([1.0], 0), "batch_size"), (([1.0], 1, -1.0), "mu")]:
-        with pytest.raises(ValueError, match=match):
-            resting_threshold(*args)
-
-
-# ------------------------------------------------------------------ the fast small network
-
-def test_two_layer_run_gd_matches_simulate_and_sharpness_matches_gauss_newton():
-    model, X, y = _net(d=3, width=5, n=7, seed=2)
-    a = model.module.a.numpy()
-    th0 = model.theta0 + 0.05
-    tr = ng.simulate(model, X, y, th0, eta=0.4, steps=40, record_every=10)
-    run = two_layer_run(X, y, th0.numpy().reshape(5, 3), a, eta=0.4, steps=40, record_every=10)
-    assert np.allclose(run["W"][0].ravel(), tr.final_theta[0], atol=1e-13)
-    assert np.allclose(run["loss"][:, 0], tr.loss[:, 0], rtol=1e-12)
-    th = torch.tensor(run["W"][0].ravel())
-    J = ng.jacobian(model, th, X)
-    G = ng.gauss_newton_matrix(J).numpy()
-    assert run["sharpness"][-1, 0] == pytest.approx(np.linalg.eigvalsh(G).max(), rel=1e-10)
-    assert run["trace"][-1, 0] == pytest.approx(np.trace(G), rel=1e-10)
-
-
-def test_two_layer_run_sgd_with_given_batches_matches_a_loop():
-    model, X, y = _net(d=3, width=4, n=6, seed=3)
-    a = model.module.a.numpy()
-    S, T, B = 2, 5, 2
-    rng = np.random.default_rng(0)
-    batches = np.stack([[rng.permutation(6)[:B] for _ in range(S)] for _ in range(T)])
-    etas = np.linspace(0.2, 0.5, T)
-    run = two_layer_run(X, y, model.theta0.numpy().reshape(4, 3), a, eta=etas, steps=T, batch_size=B,
-                        n_seeds=S, batches=batches)
-    for s in range(S):
-        th = model.theta0.clone()
-        for t in range(T):
-            g = ng.per_sample_gradients(model, th, X[batches[t, s]], y[batches[t, s]]).mean(0)
-            th = th - etas[t] * g
-        assert np.allclose(run["W"][s].ravel(), th.numpy(), atol=1e-13)
-
-
-def test_two_layer_run_seeded_batches_and_records_as_a_step_by_step_loop():
-    # the seeded minibatches are one rng.random((S, n)) per step, and every record
-    # (loss, sharpness, trace) is that of W at its step; a seed that blows up is nan
-    # from then on, the others carry on
-    model, X, y = _net(d=3, width=4, n=6, seed=1)
-    a = model.module.a.numpy()
-    S, T, B = 3, 12, 2
-    w = model.theta0.numpy().reshape(4, 3)
-    # seed 0 starts at W = 0, where tanh' = 1 and the gradient is large, and barely moves
-    # before step 6; seeds 1 and 2 start saturated (tanh' is 0 in float64): the huge step at 6
-    # overflows W of seed 0 alone, whatever the random initialization
-    W0 = np.stack([np.zeros_like(w), 1e3 * w, 1e3 * w])
-    etas = np.full(T, 0.3)
-    etas[:5] = 1e-9
-    etas[5] = 1e308
-    run = two_layer_run(X, 1e2 * y, W0, a, eta=etas, steps=T, batch_size=B, n_seeds=S, seed=5,
-                        record_every=4)
-    rng = np.random.default_rng(5)
-    batches = np.stack([np.argsort(rng.random((S, 6)), axis=1)[:, :B] for _ in range(T)])
-    loop = two_layer_run(X, 1e2 * y, W0, a, eta=etas, steps=T, batch_size=B, n_seeds=S,
-                         batches=batches, record_every=4)
-    for key in ("steps", "loss", "sharpness", "trace", "W"):
-        assert np.array_equal(run[key], loop[key], equal_nan=True), key
-    assert run["steps"].tolist() == [0, 4, 8, 12]
-    blown = np.isnan(run["loss"][-1])
-    assert blown.any() and not blown.all() and not np.isnan(run["loss"][:2]).any()
-    assert np.isnan(run["loss"][2:, blown]).all() and np.isnan(run["W"][blown]).all()
-    part = two_layer_run(X, 1e2 * y, W0, a, eta=etas[:4], steps=4, batch_size=B, n_seeds=S,
-                         batches=batches[:4])         # the record at step 4, on its own
-    for key in ("loss", "sharpness", "trace"):
-        assert np.array_equal(part[key][-1], run[key][1]), key
-
-
-def test_two_layer_run_bad_inputs_and_blowup():
-    model, X, y = _net()
-    a = model.module.a.numpy()
-    W0 = model.theta0.numpy().reshape(4, 3)
-    with pytest.raises(ValueError, match="W0"):
-        two_layer_run(X, y, np.zeros((4, 2)), a, eta=0.1, steps=2)
-    with pytest.raises(ValueError, match="eta"):
-        two_layer_run(X, y, W0, a, eta=np.ones(3), steps=2)
-    with pytest.raises(ValueError, match="batches"):
-        two_layer_run(X, y, W0, a, eta=0.1, steps=2, batch_size=2, batches=np.zeros((2, 1, 3), int))
-    with pytest.raises(ValueError, match="y"):
-        two_layer_run(X, y[:3], W0, a, eta=0.1, steps=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        run = two_layer_run(X, y, 30 * W0, 1e3 * a, eta=1e6, steps=50)
-    assert np.isnan(run["loss"][-1]).all() or np.isfinite(run["loss"][-1]).all()

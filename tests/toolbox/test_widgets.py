@@ -1,4 +1,4 @@
-"""noisegeom.widgets and noisegeom.plotting: controls, rendering, explore outside a kernel.
+"""Tests of noisegeom.widgets and noisegeom.plotting: controls, rendering, explore outside a kernel.
 
 Timings are not tested here (scripts/bench.py reports the render time).
 """

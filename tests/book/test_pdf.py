@@ -23,7 +23,6 @@ untypeset math.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -33,8 +32,7 @@ from bs4 import BeautifulSoup
 
 from conftest import BUILD, ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_pdf import EDITIONS, edition_docnames, toc_docnames  # noqa: E402
+from make_pdf import EDITIONS, edition_docnames, toc_docnames   # scripts/ (pyproject.toml: pythonpath)
 
 pytestmark = pytest.mark.book
 

@@ -1,4 +1,4 @@
-"""JupyterLab as Binder starts it, for tests/test_lab.py and scripts/widget_times_live.py.
+"""JupyterLab as Binder starts it, for tests/book/test_lab.py and scripts/widget_times_live.py.
 
 ``running_lab()`` starts ``jupyter lab`` from the book's environment (``.venv``, which
 `make setup` gives the Binder lab pins of .binder/requirements-lab.txt; NOISEGEOM_LAB_VENV
@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAB_VENV = Path(os.environ.get("NOISEGEOM_LAB_VENV", ROOT / ".venv"))
 TOKEN = "noisegeom-test-lab"
 

@@ -13,7 +13,7 @@ them on the website what ``{prf:ref}``, ``{numref}`` and ``{cite}`` made. Checke
   (``scripts/chapter_references.py --check``);
 * the built book: every citation link became a citation of the bibliography page.
 
-How the chapters look in JupyterLab is checked in tests/test_lab.py.
+How the chapters look in JupyterLab is checked in tests/book/test_lab.py.
 """
 
 from __future__ import annotations
@@ -142,8 +142,7 @@ def test_chapter_reference_lists_are_current():
 def test_citation_links_are_citations_on_the_website():
     """In the built chapters every link to a cited work, outside the reference list, became a
     citation of the bibliography page (whose entry exists), and none is left external."""
-    sys.path.insert(0, str(ROOT / "_ext"))
-    from portable_links import work_addresses
+    from portable_links import work_addresses   # _ext/ (pyproject.toml: pythonpath)
 
     addresses = work_addresses([ROOT / "references.bib"])
     bibliography = (HTML / "chapters" / "references.html").read_text(encoding="utf-8")

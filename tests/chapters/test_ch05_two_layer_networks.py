@@ -1,4 +1,5 @@
-"""Tests for noisegeom.two_layer_theory (chapter 5), each against an independent route."""
+"""Tests of noisegeom.chapters.ch05_two_layer_networks (chapter 5, *Two-layer networks*), each against an
+independent route (autodiff Jacobians, dense p×p matrices, the routes of chapters 3 and 4, Monte Carlo)."""
 
 import math
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 import noisegeom as ng
-from noisegeom import two_layer_theory as tl
-from noisegeom.alignment_runs import two_layer_task
-from noisegeom.linear_theory import mu_from_residuals
+from noisegeom.chapters import ch05_two_layer_networks as tl
+from noisegeom.chapters.ch03_measuring_noise_geometry import dense_alignment
+from noisegeom.chapters.ch04_linear_models import mu_from_residuals
 
 DT = torch.float64
 
@@ -44,7 +45,7 @@ def test_activation_derivative_gelu_finite_difference():
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "softplus", "linear"])
 def test_two_layer_gram_matches_autodiff_jacobian(act):
-    model, X, y, th = two_layer_task(d=12, width=7, n=9, alpha=0.5, activation=act, seed=2)
+    model, X, y, th = ng.two_layer_task(d=12, width=7, n=9, alpha=0.5, activation=act, seed=2)
     gram = tl.two_layer_gram(X, th.reshape(7, 12), model.module.a, act)
     J = ng.jacobian(model, th, X)
     np.testing.assert_allclose(gram.K.numpy(), (J @ J.T).numpy(), atol=1e-12)
@@ -75,7 +76,7 @@ def test_two_layer_gram_explicit_loop_and_batching():
 def test_gram_mu_dense_route():
     """μ from the Gram formula equals Tr(Σ₁G)/(2L‖G‖_F²) with explicit p×p matrices."""
     J, e = _randn(7, 11, seed=3), _randn(7, seed=4)
-    dense = ng.alignment_runs.dense_alignment(J, e)["mu"]
+    dense = dense_alignment(J, e)["mu"]
     assert float(tl.gram_mu(J @ J.T, e)) == pytest.approx(dense, rel=1e-10)
 
 

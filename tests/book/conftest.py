@@ -1,10 +1,10 @@
-"""Fixtures for the checks of the built book (tests/test_book.py).
+"""Fixtures for the checks of the built book (tests/book/: test_book.py and the others).
 
 `make test` builds the book once (scripts/build_book.sh writes the HTML to
 _build/html, the log to _build/build.log and the exit status to
 _build/build.rc) and then runs pytest; these fixtures only read that build.
-They never build the book themselves, so the package tests in tests/ run
-without it.
+They never build the book themselves, and they live in tests/book/, so the
+package tests (tests/toolbox/, tests/chapters/) run without them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
 SCREENSHOTS = BUILD / "screenshots"

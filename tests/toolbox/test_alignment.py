@@ -1,4 +1,4 @@
-"""noisegeom.alignment: Gram-identity metrics against dense p×p computations (1e-10 relative),
+"""Tests of noisegeom.alignment: Gram-identity metrics against dense p×p computations (1e-10 relative),
 exact perfect alignment, and the population Gaussian linear model against Monte Carlo."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""noisegeom.curvature: GVP/HVP against dense matrices, Lanczos against eigh, Hutchinson against exact traces."""
+"""Tests of noisegeom.curvature: GVP/HVP against dense matrices, Lanczos against eigh, Hutchinson against exact traces."""
 
 import numpy as np
 import pytest
@@ -190,3 +190,118 @@ def test_eigenpairs_with_gauss_newton_operator_matches_K_spectrum():
     ep = ng.top_eigenpairs(ng.gauss_newton_operator(J), 3, dense_below=0)
     assert np.allclose(ep.values, kv, rtol=1e-9)
     assert isinstance(ng.gauss_newton_operator(J), LinearOperator)
+
+
+# ------------------------------------------------------------ spectra at many points (chapters 7 and 8)
+
+def _net(d=3, width=4, n=6, seed=0):
+    """A student two-layer network (fixed outer layer, p = width·d) and a smaller teacher's labels."""
+    X = ng.gaussian_inputs(n, np.ones(d), seed=seed)
+    teacher = ng.two_layer_net(d, 2, seed=seed + 7)
+    return ng.two_layer_net(d, width, seed=seed), X, teacher(teacher.theta0, X)
+
+
+def test_hessian_spectra_and_sharpness_summary():
+    model, X, y = _net(seed=1)
+    rng = np.random.default_rng(0)
+    thetas = model.theta0 + 0.3 * torch.tensor(rng.standard_normal((5, model.p)))
+    ev = ng.hessian_spectra(model, thetas, X, y, chunk=2)
+    for s in range(5):
+        H = ng.hessian_matrix(model, thetas[s], X, y).numpy()
+        assert np.allclose(ev[s], np.linalg.eigvalsh(H), atol=1e-12)
+    summ = ng.sharpness_summary(ev)
+    op = ng.hessian_operator(model, thetas[0], X, y)
+    top = ng.top_eigenpairs(op, k=1)
+    assert summ["lam_max"][0] == pytest.approx(top.values[0], rel=1e-10)
+    H0 = ng.hessian_matrix(model, thetas[0], X, y).numpy()
+    assert summ["frobenius"][0] == pytest.approx(np.linalg.norm(H0), rel=1e-12)
+    est, se = ng.hutchinson(op, 400, seed=1)
+    assert abs(summ["trace"][0] - est) < 5 * se + 1e-12
+    with pytest.raises(ValueError, match="thetas"):
+        ng.hessian_spectra(model, torch.zeros(3, model.p + 1), X, y)
+    with pytest.raises(ValueError, match="eigenvalues"):
+        ng.sharpness_summary(np.zeros((2, 0)))
+
+
+# (name, model, d, n): the eigenvalues come from the p×p matrix JᵀJ/n when p ≤ nk and from the
+# nk×nk Gram JJᵀ/n when p > nk (k outputs); a scalar and a three-output model for each route
+GN_CASES = [
+    ("scalar_p_below_nk", ng.two_layer_net(2, 3, activation="tanh", train_outer=True, seed=1), 2, 11),  # p = 9
+    ("scalar_p_above_nk", ng.two_layer_net(3, 4, activation="tanh", seed=2), 3, 6),                     # p = 12
+    ("outputs3_p_below_nk", ng.mlp([2, 3, 3], activation="tanh", seed=3), 2, 10),                      # p = 21
+    ("outputs3_p_above_nk", ng.mlp([4, 5, 3], activation="softplus", seed=4), 4, 6),                   # p = 43
+]
+
+
+@pytest.mark.parametrize("name,model,d,n", GN_CASES, ids=[c[0] for c in GN_CASES])
+def test_gauss_newton_spectra_are_the_eigenvalues_of_JtJ_over_n(name, model, d, n):
+    """Against eigvalsh of the dense G = JᵀJ/n from ng.jacobian and ng.gauss_newton_matrix, point by point
+    (float64); the p − nk zero eigenvalues of G that the Gram route leaves out are zero indeed."""
+    X = torch.randn(n, d, generator=torch.Generator().manual_seed(5), dtype=DT)
+    S = 5
+    thetas = torch.stack([random_theta(model, seed=10 + s, scale=0.7) for s in range(S)])
+    k = model.forward(model.theta0, X[:1]).reshape(-1).numel()
+    nk, p = n * k, model.p
+    assert (p <= nk) == name.endswith("below_nk")
+    for chunk in (64, 2):
+        ev = ng.gauss_newton_spectra(model, thetas, X, chunk=chunk)
+        assert isinstance(ev, np.ndarray) and ev.dtype == np.float64
+        assert ev.shape == (S, min(nk, p))
+        for s in range(S):
+            J = ng.jacobian(model, thetas[s], X).reshape(nk, p)          # (n, p) or (n, k, p) → (nk, p)
+            G = ng.gauss_newton_matrix(J, n=n).numpy()
+            assert np.allclose(G, G.T, atol=0)
+            w = np.linalg.eigvalsh(G)                                     # increasing, p of them
+            scale = w.max()
+            assert np.all(np.diff(ev[s]) >= 0)                            # increasing, as eigvalsh
+            assert np.abs(ev[s] - w[p - ev.shape[1]:]).max() <= 1e-12 * scale
+            assert np.abs(w[:p - ev.shape[1]]).max(initial=0.0) <= 1e-12 * scale
+            assert ev[s, -1] == pytest.approx(scale, rel=1e-12)           # the sharpness λ_max(G)
+    # one point as a 1-D θ: one row
+    one = ng.gauss_newton_spectra(model, thetas[0], X)
+    assert one.shape == (1, min(nk, p)) and np.allclose(one[0], ev[0], rtol=1e-12, atol=1e-14)
+
+
+def test_gauss_newton_spectra_equal_the_hessian_spectra_at_interpolation():
+    """At an interpolating θ of the square loss, H = G (chapter 8's sharpness), all p eigenvalues."""
+    model = ng.two_layer_net(2, 3, activation="tanh", train_outer=True, seed=1)       # p = 9 < n = 12
+    X = torch.randn(12, 2, generator=torch.Generator().manual_seed(6), dtype=DT)
+    theta = random_theta(model, seed=3)
+    y = model(theta, X).detach()                                          # every residual is 0
+    assert np.allclose(ng.gauss_newton_spectra(model, theta, X)[0], ng.hessian_spectra(model, theta, X, y)[0],
+                       rtol=0, atol=1e-12)
+
+
+def test_gauss_newton_spectra_nan_row_for_a_point_whose_curvature_overflows():
+    """A finite θ whose G overflows (huge first-layer weights feed huge hidden units into J) gets a row of
+    nan; the other points of the same chunk are unaffected. A non-finite θ is refused (ValueError)."""
+    model = ng.mlp([4, 5, 3], activation="relu", seed=0)
+    X = torch.randn(6, 4, generator=torch.Generator().manual_seed(7), dtype=DT)
+    huge = model.theta0.clone()
+    huge[:20] = 1e200                                                     # layers.0.weight: |h| ~ 1e200, G ~ 1e400
+    assert torch.isfinite(huge).all()
+    thetas = torch.stack([model.theta0, huge, random_theta(model, seed=1)])
+    ev = ng.gauss_newton_spectra(model, thetas, X)
+    assert ev.shape == (3, 18)
+    assert np.isnan(ev[1]).all() and np.isfinite(ev[[0, 2]]).all()
+    alone = ng.gauss_newton_spectra(model, thetas[[0, 2]], X)
+    assert np.allclose(ev[[0, 2]], alone, rtol=1e-12, atol=1e-14)
+    bad = thetas.clone()
+    bad[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="thetas contains non-finite"):
+        ng.gauss_newton_spectra(model, bad, X)
+
+
+def test_gauss_newton_spectra_bad_inputs():
+    model = ng.two_layer_net(3, 4, seed=0)
+    X = torch.randn(5, 3, dtype=DT)
+    with pytest.raises(TypeError, match="model must be a noisegeom FlatModel"):
+        ng.gauss_newton_spectra(torch.nn.Linear(3, 1), torch.zeros(2, 4, dtype=DT), X)
+    with pytest.raises(ValueError, match=r"thetas must have p = 12 columns"):
+        ng.gauss_newton_spectra(model, torch.zeros(2, 13, dtype=DT), X)
+    with pytest.raises(ValueError, match=r"thetas must be 1-D or 2-D"):
+        ng.gauss_newton_spectra(model, torch.zeros(2, 2, 12, dtype=DT), X)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        ng.gauss_newton_spectra(model, model.theta0, X, chunk=0)
+    with pytest.raises(ValueError, match="X contains non-finite"):
+        ng.gauss_newton_spectra(model, model.theta0, X * float("nan"))

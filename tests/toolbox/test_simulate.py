@@ -1,4 +1,4 @@
-"""noisegeom.simulate: closed forms for GD, minibatch structure of SGD, records, divergence,
+"""Tests of noisegeom.simulate: closed forms for GD, minibatch structure of SGD, records, divergence,
 the covariance of every injected-noise shape, and escape freezing."""
 
 import itertools
@@ -253,3 +253,145 @@ def test_injected_noise_has_its_intended_covariance_at_matched_trace(shape):
     # power: Σ_B itself is rejected for the shapes that are not Σ_B
     if shape in ("isotropic", "diagonal", "top_eigenvector"):
         assert not cov_within(xi, np.zeros(p), SB)[0]
+
+
+# ------------------------------------------------------------ measurements along a run
+
+def test_measure_along_run_is_simulate_in_segments_seeded_seed_plus_j():
+    """θ at record_at[j] is the end of a separate simulate run from the previous record, with seed
+    seed + j (no run before a record at step 0); measure sees exactly those points, once each, in order."""
+    model, X, y, _ = _linear_problem(8, 3, seed=11, interpolate=False)
+    th0 = torch.tensor([0.3, -0.2, 0.1], dtype=DT)
+    for record_at, B, replacement in [([0, 2, 5, 9], 3, False), ([3, 4, 8], 2, True)]:
+        seen = []
+        steps, rows = ng.measure_along_run(model, X, y, th0, eta=0.2, record_at=record_at, batch_size=B,
+                                           replacement=replacement, seed=7,
+                                           measure=lambda th: seen.append(th.clone()) or float(th.sum()))
+        assert isinstance(steps, np.ndarray) and np.issubdtype(steps.dtype, np.integer)
+        assert steps.tolist() == record_at and len(rows) == len(seen) == len(record_at)
+        th, t = th0, 0
+        for j, target in enumerate(record_at):
+            if target > t:
+                tr = ng.simulate(model, X, y, th, eta=0.2, steps=target - t, batch_size=B, replacement=replacement,
+                                 seed=7 + j, record_theta=True)
+                th, t = torch.as_tensor(tr.theta[-1, 0]), target
+            assert seen[j].dtype == torch.float64 and seen[j].shape == (3,)
+            assert torch.equal(seen[j], th), (record_at, j)
+            assert rows[j] == float(th.sum())
+        # power: one continuous run with the first seed is a different SGD path
+        one = ng.simulate(model, X, y, th0, eta=0.2, steps=record_at[-1], batch_size=B, replacement=replacement,
+                          seed=7)
+        assert not np.allclose(one.final_theta[0], seen[-1].numpy())
+    # GD has no randomness: the segments make up one run of simulate
+    steps, rows = ng.measure_along_run(model, X, y, th0, eta=0.2, record_at=[0, 4, 10], measure=lambda th: th)
+    gd = ng.simulate(model, X, y, th0, eta=0.2, steps=10, record_theta=True)
+    for r, t in enumerate([0, 4, 10]):
+        assert np.allclose(rows[r].numpy(), gd.theta[t, 0], rtol=1e-13, atol=1e-15)
+
+
+def test_measure_along_run_raises_on_divergence_and_on_bad_inputs():
+    model, X, y, theta_star, eta = _divergent()
+    with pytest.raises(ng.DivergenceError, match="diverged"):
+        ng.measure_along_run(model, X, y, theta_star + 0.1, eta=eta, record_at=[0, 2000], measure=lambda th: th)
+    kw = dict(eta=0.1, measure=lambda th: th)
+    for record_at in ([], [3, 1], [2, 2], [-1, 2], [1.5, 2.5], [[0, 1]], "0"):
+        with pytest.raises(ValueError, match="record_at"):
+            ng.measure_along_run(model, X, y, theta_star, record_at=record_at, **kw)
+    with pytest.raises(ValueError, match="eta"):
+        ng.measure_along_run(model, X, y, theta_star, record_at=[1], eta=0.0, measure=lambda th: th)
+    with pytest.raises(TypeError, match="model"):
+        ng.measure_along_run(torch.nn.Linear(3, 1), X, y, theta_star, record_at=[1], **kw)
+    with pytest.raises(ValueError, match="theta0"):
+        ng.measure_along_run(model, X, y, theta_star[:2], record_at=[1], **kw)
+
+
+# ------------------------------------------------------------ minima
+
+def test_find_minimum_linear_is_the_min_norm_correction():
+    rng = np.random.default_rng(3)
+    X = torch.tensor(rng.standard_normal((4, 9)))
+    y = torch.tensor(rng.standard_normal(4))
+    th0 = torch.tensor(rng.standard_normal(9))
+    got = ng.find_minimum(ng.linear_model(9), X, y, th0, eta=0.1, steps=0, polish_steps=2)
+    want = th0 - torch.linalg.pinv(X) @ (X @ th0 - y)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_find_minimum_network_interpolates():
+    X = ng.gaussian_inputs(6, np.ones(3), seed=0)
+    teacher = ng.two_layer_net(3, 2, seed=7)
+    y = teacher(teacher.theta0, X)
+    model = ng.two_layer_net(3, 4, seed=0)
+    th = ng.find_minimum(model, X, y, model.theta0, eta=0.3, steps=200)
+    assert ng.loss_value(model, th, X, y) < 1e-18
+    with pytest.raises(ValueError, match="steps"):
+        ng.find_minimum(model, X, y, model.theta0, eta=0.3, steps=-1)
+
+
+# ------------------------------------------------------------------ the plain batched pass
+
+class _WithoutHook(torch.nn.Module):
+    """The same network without ``forward_batched``: FlatModel takes the generic vmap route."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, X):
+        return self.inner(X)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ng.two_layer_net(3, 5, seed=1),
+    lambda: ng.two_layer_net(3, 5, activation="relu", seed=2),
+    lambda: ng.two_layer_net(3, 5, train_outer=True, seed=3),
+    lambda: ng.linear_model(3, init_scale=1.0, seed=4),
+])
+@pytest.mark.parametrize("per_theta", [False, True])
+def test_forward_batched_equals_vmap_and_a_loop(make, per_theta):
+    model = make()
+    assert hasattr(model.module, "forward_batched")
+    generic = ng.FlatModel(_WithoutHook(model.module))
+    g = torch.Generator().manual_seed(0)
+    S, B = 4, 6
+    thetas = torch.randn(S, model.p, generator=g, dtype=torch.float64)
+    X = torch.randn(S, B, 3, generator=g, dtype=torch.float64) if per_theta else \
+        torch.randn(B, 3, generator=g, dtype=torch.float64)
+    plain = model.forward_batched(thetas, X, per_theta=per_theta)
+    assert plain.shape == (S, B)
+    # bit for bit the generic route, so that simulate's trajectories do not depend on the route
+    assert torch.equal(plain, generic.forward_batched(thetas, X, per_theta=per_theta))
+    loop = torch.stack([model(thetas[s], X[s] if per_theta else X) for s in range(S)])
+    assert torch.allclose(plain, loop, rtol=1e-13, atol=1e-14)
+
+
+def test_forward_batched_generic_route_for_a_multi_output_model():
+    model = ng.mlp([3, 4, 2], seed=0)                 # no plain hook: vmap over the module
+    assert not hasattr(model.module, "forward_batched")
+    g = torch.Generator().manual_seed(1)
+    thetas = torch.randn(3, model.p, generator=g, dtype=torch.float64)
+    X = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    out = model.forward_batched(thetas, X, per_theta=False)
+    assert out.shape == (3, 5, 2)
+    for s in range(3):
+        assert torch.allclose(out[s], model(thetas[s], X), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(batch_size=2), dict(batch_size=3, replacement=True),
+                                dict(batch_size=2, noise="isotropic")])
+@pytest.mark.parametrize("make,d", [(lambda d: ng.two_layer_net(d, 4, seed=0), 3),
+                                    (lambda d: ng.two_layer_net(d, 7, activation="relu", seed=1), 5),
+                                    (lambda d: ng.two_layer_net(d, 3, train_outer=True, seed=2), 2),
+                                    (lambda d: ng.linear_model(d, init_scale=0.5, seed=3), 1),
+                                    (lambda d: ng.linear_model(d, init_scale=0.5, seed=3), 3),
+                                    (lambda d: ng.linear_model(d, init_scale=0.5, seed=3), 7)])
+def test_simulate_plain_route_reproduces_the_vmap_route_bit_for_bit(kw, make, d):
+    X = ng.gaussian_inputs(10, np.ones(d), seed=0)
+    teacher = ng.two_layer_net(d, 2, seed=5)
+    y = teacher(teacher.theta0, X)
+    model = make(d)
+    generic = ng.FlatModel(_WithoutHook(model.module))
+    runs = [ng.simulate(m, X, y, model.theta0, eta=0.3, steps=60, n_seeds=3, seed=7, record_every=20,
+                        record_theta=True, **kw) for m in (model, generic)]
+    assert np.array_equal(runs[0].theta, runs[1].theta)
+    assert np.array_equal(runs[0].loss, runs[1].loss)

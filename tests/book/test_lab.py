@@ -1,6 +1,6 @@
 """Chapter 1 in JupyterLab, as a reader opens it from the Binder launch button.
 
-JupyterLab (tests/lab_server.py) is started from the book's environment (``.venv``, which `make setup`
+JupyterLab (tests/book/lab_server.py) is started from the book's environment (``.venv``, which `make setup`
 gives the Binder lab pins of .binder/requirements-lab.txt; set NOISEGEOM_LAB_VENV
 to use another one), through ``.binder/start`` (as Binder does: one BLAS/torch
 thread), with the settings ``.binder/postBuild`` installs (.binder/overrides.json
@@ -39,7 +39,6 @@ import difflib
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def _screenshots() -> Path:
 
 @pytest.fixture(scope="module")
 def lab():
-    """JupyterLab as Binder starts it (tests/lab_server.py), stopped after the module."""
+    """JupyterLab as Binder starts it (tests/book/lab_server.py), stopped after the module."""
     stack = contextlib.ExitStack()
     try:
         info = dict(stack.enter_context(running_lab()))
@@ -465,9 +464,7 @@ def test_links_between_chapters_in_jupyterlab(lab, browser):
     from pybtex.database import parse_file
 
     titles = {k: e.fields["title"] for k, e in parse_file(str(ROOT / "references.bib")).entries.items()}
-    if str(ROOT / "_ext") not in sys.path:
-        sys.path.insert(0, str(ROOT / "_ext"))
-    from portable_links import _normalize, work_addresses
+    from portable_links import _normalize, work_addresses   # _ext/ (pyproject.toml: pythonpath)
 
     addresses = work_addresses([ROOT / "references.bib"])
     context, page, blocked, console = offline_tab(browser, lab["base"], viewport=(1400, 1000),

@@ -11,7 +11,7 @@
 * static checks of the HTML (no remote script/CSS, no ipywidgets left on the
   site, size budget) and of the Binder requirements.
 
-The interactive figures are checked in tests/test_site_figures.py.
+The interactive figures are checked in tests/book/test_site_figures.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -106,7 +105,7 @@ def test_offline_assets_are_served(built_html):
 
 def test_no_ipywidgets_on_the_website(built_html):
     """A static site has no kernel: an ipywidgets control there would move and change nothing.
-    The interactive figures are precomputed instead (tests/test_site_figures.py)."""
+    The interactive figures are precomputed instead (tests/book/test_site_figures.py)."""
     dead = [str(p.relative_to(built_html)) for p in html_pages() if WIDGET_MIME.search(p.read_text(encoding="utf-8"))]
     assert not dead, "pages with ipywidgets (dead controls without a kernel): " + ", ".join(dead)
 
@@ -323,8 +322,7 @@ def test_binder_requirements_agree_with_requirements_txt():
     assert "https://download.pytorch.org/whl/cpu" in (ROOT / ".binder" / "requirements.txt").read_text()
     for name in ("jupytext", "jupyterlab-myst", "jupyterlab"):
         assert name in binder, f"{name} missing from .binder/requirements.txt"
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from sync_binder_requirements import render
+    from sync_binder_requirements import render   # scripts/ (pyproject.toml: pythonpath)
 
     assert (ROOT / ".binder" / "requirements.txt").read_text() == render(ROOT), (
         ".binder/requirements.txt is stale: run .venv/bin/python scripts/sync_binder_requirements.py")

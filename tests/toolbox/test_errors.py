@@ -1,4 +1,5 @@
-"""Bad inputs to every public function give a clear error that names the argument."""
+"""Bad inputs to every public function of the toolbox (`import noisegeom`) give a clear error that
+names the argument. The chapter modules' bad inputs are tested in tests/chapters/."""
 
 import numpy as np
 import pytest

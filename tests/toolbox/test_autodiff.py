@@ -1,4 +1,4 @@
-"""noisegeom.autodiff against explicit loops over samples on the nn.Module itself (float64)."""
+"""Tests of noisegeom.autodiff: against explicit loops over samples on the nn.Module itself (float64)."""
 
 import numpy as np
 import pytest

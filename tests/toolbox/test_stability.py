@@ -1,4 +1,4 @@
-"""noisegeom.stability: second-moment maps against exact enumeration, Monte Carlo and long SGD runs."""
+"""Tests of noisegeom.stability: second-moment maps against exact enumeration, Monte Carlo and long SGD runs."""
 
 
 import numpy as np

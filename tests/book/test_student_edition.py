@@ -28,7 +28,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -40,10 +39,8 @@ from bs4 import BeautifulSoup
 
 from conftest import BUILD, ROOT
 
-sys.path.insert(0, str(ROOT / "_ext"))
-sys.path.insert(0, str(ROOT / "scripts"))
-import student_branch  # noqa: E402
-from student_edition import (  # noqa: E402
+import student_branch   # scripts/ and _ext/ (pyproject.toml: pythonpath)
+from student_edition import (
     BOOK_EXTENSIONS, _block_parser, _directive_name, solution_ranges, strip_notebook, strip_solutions,
 )
 

@@ -1,4 +1,4 @@
-"""noisegeom.noise: Σ₁ and Σ_B against exact enumeration and Monte Carlo over real minibatches."""
+"""Tests of noisegeom.noise: Σ₁ and Σ_B against exact enumeration and Monte Carlo over real minibatches."""
 
 import itertools
 from math import comb

@@ -1,4 +1,5 @@
-"""Tests of noisegeom.directional (chapter 6) against independent routes.
+"""Tests of noisegeom.chapters.ch06_directional_alignment (chapter 6, *Directional alignment*) against
+independent routes.
 
 Dense p×p matrices (numpy eigh of G and of the Hessian, Σ₁ from a loop over
 per-sample gradients), a dense tridiagonal check of the Lanczos relation, and
@@ -12,9 +13,8 @@ import pytest
 import torch
 
 import noisegeom as ng
-from noisegeom.alignment_runs import two_layer_task
-from noisegeom.directional import (directional_along_run, gauss_newton_eigs, lanczos, range_directions,
-                                   spectrum_alignment)
+from noisegeom.chapters.ch06_directional_alignment import (directional_along_run, gauss_newton_eigs, lanczos,
+                                                          range_directions, spectrum_alignment)
 
 from _fixtures import dense_loss_hessian, dense_sigma1, loop_jacobian, loop_per_sample_gradients
 
@@ -48,7 +48,7 @@ def test_lanczos_matches_dense_eigh_and_residual_identity():
 
 
 def test_lanczos_operator_equals_matrix_route_and_top_eigenpairs():
-    net, X, y, th0 = two_layer_task(d=6, width=12, n=20, seed=2)
+    net, X, y, th0 = ng.two_layer_task(d=6, width=12, n=20, seed=2)
     Hd = dense_loss_hessian(net, th0, X, y).numpy()
     op = ng.hessian_operator(net, th0, X, y)
     r = lanczos(op, 3, steps=net.p, seed=0)
@@ -106,7 +106,7 @@ def test_gauss_newton_eigs_against_dense_G():
 
 
 def test_spectrum_alignment_against_dense_sigma1_and_theorem():
-    net, X, y, th0 = two_layer_task(d=5, width=8, n=25, seed=4)
+    net, X, y, th0 = ng.two_layer_task(d=5, width=8, n=25, seed=4)
     J = loop_jacobian(net, th0, X)
     grads = loop_per_sample_gradients(net, th0, X, y)
     e = ng.residuals(net, th0, X, y)
@@ -141,7 +141,7 @@ def test_range_directions_lie_in_range_and_are_unit():
 
 
 def test_directional_along_run_against_simulate_and_dense():
-    net, X, y, th0 = two_layer_task(d=4, width=6, n=12, seed=5)
+    net, X, y, th0 = ng.two_layer_task(d=4, width=6, n=12, seed=5)
     rec = directional_along_run(net, X, y, th0, eta=0.2, record_at=[0, 7], batch_size=4, k=3, n_random=5, seed=3)
     traj = ng.simulate(net, X, y, th0, eta=0.2, steps=7, batch_size=4, seed=4, record_every=7)
     theta = torch.as_tensor(traj.final_theta[0])
@@ -200,7 +200,7 @@ def test_bad_inputs_raise_clear_errors():
         gauss_newton_eigs(torch.ones(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="m must be >= 1"):
         range_directions(J, 0)
-    net, X, y, th0 = two_layer_task(d=3, width=2, n=5, seed=0)
+    net, X, y, th0 = ng.two_layer_task(d=3, width=2, n=5, seed=0)
     with pytest.raises(ValueError, match="record_at"):
         directional_along_run(net, X, y, th0, eta=0.1, record_at=[3, 1], k=2)
     with pytest.raises(ValueError, match="eta"):

@@ -1,4 +1,5 @@
-"""noisegeom.linear_theory: every closed form and bound of chapter 4 against an independent route.
+"""Tests of noisegeom.chapters.ch04_linear_models (chapter 4, *Linear models*): every closed form and
+bound of the chapter against an independent route.
 
 * Population model: the Isserlis identity and Σ₁ by Monte Carlo (CLT tolerances, 5 standard
   errors; a wrong coefficient is shown to be rejected), μ and g against their p×p definitions,
@@ -24,7 +25,7 @@ import scipy.linalg as sl
 import torch
 
 import noisegeom as ng
-import noisegeom.linear_theory as lt
+import noisegeom.chapters.ch04_linear_models as lt
 from _fixtures import DT, cov_within, dense_sigma1, loop_jacobian
 
 TOL = 1e-10

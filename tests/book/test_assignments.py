@@ -20,13 +20,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "_build" / "assignments"
 OTTER = Path(sys.executable).with_name("otter")
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import make_assignments  # noqa: E402
-from assignments.otter_checks import checks_of, question_name, run_checks  # noqa: E402
+import make_assignments  # scripts/ (pyproject.toml: pythonpath)
+from assignments.otter_checks import checks_of, question_name, run_checks
 
 CHAPTERS = make_assignments.toc_chapters()
 
