@@ -273,6 +273,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
             if U is not None:
                 rec_energy.append(((diff @ U) ** 2).numpy().copy())
 
+    drawn_at_once = max(1, 2 ** 20 // (S * n))           # steps of minibatch indices drawn at once
     L = full_loss(th, X, y)
     record(0, L)
     last = 0
@@ -280,7 +281,12 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         if batch_size is None:
             g = full_grad(th, X, y)
         elif noise is None:
-            idx = sample_batches(n, B, S, replacement=replacement, generator=gen)
+            if t % drawn_at_once == 0:
+                # the minibatches of the next steps in one draw: the generator yields the same
+                # numbers as one draw of S batches per step, without the per-call overhead
+                ahead = min(drawn_at_once, steps - t)
+                drawn = sample_batches(n, B, ahead * S, replacement=replacement, generator=gen).view(ahead, S, B)
+            idx = drawn[t % drawn_at_once]
             g = batch_grad(th, X[idx], y[idx])
         else:
             g = full_grad(th, X, y) + injected(th)

@@ -1,8 +1,8 @@
 """Ready-made learning problems that several chapters measure on.
 
-* :func:`two_layer_task`: a student two-layer network fitting a smaller two-layer
+* :func:`~noisegeom.two_layer_task`: a student two-layer network fitting a smaller two-layer
   teacher on Gaussian inputs with a power-law covariance (chapters 2, 3, 5 and 6),
-  returned as a :class:`Task`, ``(model, X, y, theta0)``.
+  returned as a :class:`~noisegeom.Task`, ``(model, X, y, theta0)``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Numerics of chapter 7, *Stability and escape from sharp minima*.
 
 Chapter 7 compares how GD and SGD leave a minimum that is too sharp for their
-learning rate. The core maps live in :mod:`noisegeom.stability`; this module
+learning rate. The core maps live in ``noisegeom.stability``; this module
 adds what the chapter computes on top of them:
 
 * closed forms for the one-dimensional two-parabola example

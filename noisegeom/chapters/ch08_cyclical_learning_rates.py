@@ -1,7 +1,7 @@
 """Numerics of chapter 8, *Cyclical learning rates*.
 
 Chapter 8 asks what a learning-rate schedule does to where SGD can rest. The
-second-moment maps are :mod:`noisegeom.stability`'s; this module adds
+second-moment maps are ``noisegeom.stability``'s; this module adds
 
 * cyclical schedules (:func:`cyclical_schedule`: constant, triangular, cosine);
 * the growth of second moments over one cycle of a schedule in the aligned-noise
