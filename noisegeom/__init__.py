@@ -34,7 +34,25 @@ from .stability import (aligned_second_moment_map, frobenius_threshold, gd_stabl
                         least_squares_second_moment_map, nonuniformity, perron, perron_vector_formula,
                         second_moment_spectral_radius)
 from .tasks import Task, two_layer_task
-from . import plotting, widgets
+
+# The figures and widgets of the book need matplotlib, ipywidgets and IPython, which the
+# package alone does not install (`pip install "noisegeom[book]"` adds them): they are
+# imported on first use, ng.plotting and ng.widgets, so that `import noisegeom` works without.
+_BOOK_MODULES = ("plotting", "widgets")
+
+
+def __getattr__(name):
+    if name in _BOOK_MODULES:
+        import importlib
+
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ImportError as exc:
+            raise ImportError(f"noisegeom.{name} needs the book's extras ({exc.name or exc} is missing): "
+                              f'pip install "noisegeom[book]"') from exc
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'noisegeom' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

@@ -180,6 +180,92 @@ class NoiseGeometry:
         grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
         return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
 
+    @classmethod
+    def from_module(cls, module, X, y, *, loss="mse", route: str = "auto",
+                    chunk_size: int | None = None) -> "NoiseGeometry":
+        """The noise geometry of a plain ``torch.nn.Module`` at its current parameters.
+
+        θ is every parameter of ``module`` with ``requires_grad``, in the module's
+        ``named_parameters`` order (p = their total size). The module is never changed: the
+        computation runs in float64 on a copy, whatever the module's dtype and device, so
+        the caller's parameters, buffers, dtype and training loop are untouched. Call it
+        again after training steps: it always reads the current parameters.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            Any module mapping a batch X (n, ...) to outputs (n,), (n, 1) or (n, k). A
+            module in training mode with batch normalisation, dropout or another layer whose
+            output couples the samples or is random is refused (call ``module.eval()``), and so
+            is one whose output for a sample changes with the rest of the batch.
+        X : array or tensor, shape (n, ...)
+            The samples (any floating dtype, any device).
+        y : array or tensor
+            Targets of shape (n,) or (n, 1) for a scalar model, (n, k) for k outputs with the
+            square loss; class labels 0, …, k−1 of shape (n,) for the cross-entropy.
+        loss : {'mse', 'cross_entropy'} or torch.nn.MSELoss / torch.nn.CrossEntropyLoss
+            ℓ_i = ½‖f(x_i) − y_i‖² or the cross-entropy of sample i (see
+            :func:`~noisegeom.autodiff.loss_name`); L = (1/n) Σ ℓ_i.
+        route, chunk_size
+            As in :meth:`from_model`.
+
+        Returns
+        -------
+        NoiseGeometry
+            Computed on the CPU in float64 (the device path is not written yet).
+
+        Examples
+        --------
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> X, y = torch.randn(50, 3), torch.randn(50, 1)
+        >>> geo = NoiseGeometry.from_module(net, X, y, loss=torch.nn.MSELoss())
+        >>> geo.p
+        41
+        """
+        import copy
+
+        from .autodiff import loss_name
+        from .models import FlatModel, check_per_sample, probe_per_sample
+
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        loss = loss_name(loss)
+        check_per_sample(module)
+        if not any(q.requires_grad for q in module.parameters()):
+            raise ValueError("module has no parameters with requires_grad=True: there is nothing to measure")
+        X = as_tensor(X, "X").cpu()
+        if X.ndim < 1 or X.shape[0] == 0:
+            raise ValueError(f"X must hold at least one sample along dim 0, got shape {tuple(X.shape)}")
+        # a float64 copy on the CPU: FlatModel converts the module it wraps, and that must not be the caller's
+        work = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)
+        model = FlatModel(work)
+        theta = model.theta0
+        reason = probe_per_sample(model, theta, X)
+        if reason:
+            raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")
+        with torch.no_grad():
+            out = model.forward(theta, X[:1])
+        if loss == "cross_entropy":
+            labels = torch.as_tensor(y).cpu()
+            if labels.dtype.is_floating_point:
+                raise TypeError("y must hold integer class labels for loss='cross_entropy'")
+            if out.ndim != 2:
+                raise ValueError(f"loss='cross_entropy' needs a module with k class scores per sample, "
+                                 f"output shape (n, k); got {tuple(out.shape[1:])} per batch of one")
+            if labels.numel() and int(labels.max()) >= out.shape[1]:
+                raise ValueError(f"y must hold class labels 0, ..., {out.shape[1] - 1} (the module has "
+                                 f"{out.shape[1]} outputs), got {int(labels.max())}")
+            y = labels
+        else:
+            y = as_tensor(y, "y").cpu()
+            if out.ndim == 1 and y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]                 # a scalar model's targets as a column
+            want = (X.shape[0],) + tuple(out.shape[1:])
+            if tuple(y.shape) != want:
+                raise ValueError(f"y must have shape {want} for this module's outputs (or (n, 1) for a scalar "
+                                 f"model), got {tuple(y.shape)}")
+        return cls.from_model(model, theta, X, y, loss=loss, route=route, chunk_size=chunk_size)
+
     route = "jacobian"
 
     # ----- Gram quantities ----------------------------------------------

@@ -52,11 +52,40 @@ def _check_inputs(model, theta, X, y=None, loss="mse"):
             if y.dtype.is_floating_point:
                 raise TypeError("y must hold integer class labels for loss='cross_entropy'")
             y = y.long()
+            if y.ndim != 1:
+                raise ValueError(f"y must be a 1-D tensor of class labels for loss='cross_entropy', "
+                                 f"got shape {tuple(y.shape)}")
+            if y.numel() and int(y.min()) < 0:
+                raise ValueError(f"y must hold class labels 0, ..., k-1 for loss='cross_entropy', got {int(y.min())} "
+                                 f"(torch's ignore_index -100 is not supported: leave those samples out)")
         else:
             y = as_tensor(y, "y")
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one entry per sample: X has {X.shape[0]} rows, y has shape {tuple(y.shape)}")
     return theta, X, y
+
+
+def loss_name(loss) -> str:
+    """The package's name of a loss: ``'mse'`` or ``'cross_entropy'``, or a torch loss module.
+
+    ``torch.nn.MSELoss`` means ``'mse'`` and ``torch.nn.CrossEntropyLoss`` means
+    ``'cross_entropy'``, whatever their ``reduction``: the metrics are defined with the book's
+    normalisation, ℓ_i = ½‖f(x_i) − y_i‖² or the cross-entropy of sample i, and L = (1/n) Σ ℓ_i.
+    Options that change the per-sample loss (class weights, label smoothing) are refused.
+    """
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a torch.nn.MSELoss / CrossEntropyLoss, got {loss!r}")
+        return loss
+    if isinstance(loss, torch.nn.MSELoss):
+        return "mse"
+    if isinstance(loss, torch.nn.CrossEntropyLoss):
+        if loss.weight is not None or loss.label_smoothing != 0.0:
+            raise ValueError("loss: CrossEntropyLoss with class weights or label smoothing is not supported; "
+                             "use the plain cross-entropy")
+        return "cross_entropy"
+    raise TypeError(f"loss must be 'mse', 'cross_entropy', torch.nn.MSELoss() or torch.nn.CrossEntropyLoss(), "
+                    f"got {type(loss).__name__}")
 
 
 def _auto_chunk(p: int, k: int = 1, chunk_size=None, n: int | None = None):

@@ -104,8 +104,12 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, standardize: bool
         ``X_train``, ``X_test`` (float64, shape (m, 64)), ``y_train``, ``y_test``
         (int64 labels), and ``n_classes``.
     """
-    from sklearn.datasets import load_digits as _load
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits as _load
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise ImportError('load_digits reads the digits bundled with scikit-learn: pip install "noisegeom[book]"'
+                          ) from exc
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")

@@ -27,9 +27,10 @@ have this structure: every trainable parameter must be the weight or bias of
 exactly one such call on an (n, d_in) input, and the scalar output must depend on
 the parameters through these calls only. The last condition is verified
 numerically on every call: the factored Jᵀ1 must equal autograd's gradient of
-Σ_i f(x_i). The identity also assumes what every model in
-``noisegeom`` satisfies: the network treats the samples of a batch
-independently (no batch statistics).
+Σ_i f(x_i). The identity also assumes that the network treats the samples of a batch
+independently: :class:`~noisegeom.FlatModel` refuses batch statistics and dropout in
+training mode, and every call checks by evaluation that the first samples' outputs neither
+change between two passes nor with the rest of the batch.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .autodiff import _check_inputs
-from .models import FlatModel
+from .models import FlatModel, probe_per_sample
 
 __all__ = ["FactoredJacobian", "factored_jacobian", "NotFactorableError"]
 
@@ -270,6 +271,11 @@ def factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
     rec = _LinearCalls()
     with torch.enable_grad(), rec:
         f = model.forward(th, X)
+    # the layer identity needs outputs that are functions of θ and their own sample only:
+    # FlatModel refused the known culprits (batch statistics, dropout); test the rest
+    reason = probe_per_sample(model, theta, X, full=f)
+    if reason:
+        raise NotFactorableError(reason)
     if f.shape != (n,):
         raise NotFactorableError(f"the model must have one output per sample, shape ({n},); got {tuple(f.shape)}")
     base = th.data_ptr()

@@ -32,6 +32,72 @@ __all__ = [
 ]
 
 
+# Layers whose output, in training mode, is random: a per-sample gradient is then not a
+# function of θ and the sample alone.
+_RANDOM_IN_TRAINING = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                       nn.FeatureAlphaDropout, nn.RReLU)
+
+
+def check_per_sample(module: nn.Module, name: str = "module") -> None:
+    """Refuse a module whose output for one sample is not a function of θ and that sample.
+
+    Per-sample gradients, the noise covariance Σ₁ and the Gauss–Newton matrix are defined
+    sample by sample. Three kinds of layers break that, and each gets a ``ValueError`` that
+    says what to do:
+
+    * batch normalisation in training mode: it normalises with the batch's statistics
+      (coupling the samples) and updates its running statistics on every forward pass;
+    * batch normalisation without running statistics (``track_running_stats=False``): it
+      uses the batch's statistics even in eval mode;
+    * dropout and ``RReLU`` in training mode: their output is random.
+
+    Instance normalisation with running statistics is refused in training mode too (a
+    forward pass would change them). Call ``module.eval()`` before measuring.
+    """
+    for sub_name, sub in module.named_modules():
+        where = f"{type(sub).__name__} ({sub_name!r})" if sub_name else type(sub).__name__
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            if sub.training:
+                raise ValueError(
+                    f"{name} is in training mode and contains {where}, which normalises with the statistics of "
+                    f"the batch (coupling the samples) and updates its running statistics on every forward pass; "
+                    f"call {name}.eval() first: noisegeom measures per-sample quantities at fixed parameters")
+            if sub.running_mean is None:
+                raise ValueError(
+                    f"{name} contains {where} without running statistics (track_running_stats=False), which "
+                    f"normalises with the statistics of the batch even in eval mode, so a sample's output depends "
+                    f"on the other samples and per-sample gradients are not defined")
+        elif isinstance(sub, nn.modules.instancenorm._InstanceNorm) and sub.training and sub.track_running_stats:
+            raise ValueError(f"{name} is in training mode and contains {where}, which updates its running "
+                             f"statistics on every forward pass; call {name}.eval() first")
+        elif isinstance(sub, _RANDOM_IN_TRAINING) and sub.training:
+            raise ValueError(f"{name} is in training mode and contains {where}, whose output is random; call "
+                             f"{name}.eval() first: noisegeom measures per-sample quantities at fixed parameters")
+
+
+def probe_per_sample(model: "FlatModel", theta: torch.Tensor, X: torch.Tensor, full=None) -> str | None:
+    """Why the model is not a per-sample function, or None: a test by evaluation.
+
+    The outputs of the first samples must not change between two evaluations (else the
+    model is random) nor when the rest of the batch is left out (else it couples the
+    samples, as batch statistics do). :func:`check_per_sample` names the known culprits;
+    this catches the others. ``full``: the outputs on all of X, if already computed.
+    """
+    m = min(int(X.shape[0]), 3)
+    with torch.no_grad():
+        part = model.forward(theta, X[:m])
+        again = model.forward(theta, X[:m])
+        if not torch.equal(part, again):
+            return "two evaluations on the same samples differ (the module's output is random)"
+        if X.shape[0] > m:
+            full = (model.forward(theta, X) if full is None else full.detach())[:m]
+            scale = float(full.abs().max()) if full.numel() else 0.0
+            if not torch.allclose(full, part, rtol=1e-9, atol=1e-12 * max(scale, 1.0)):
+                return ("a sample's output changes with the other samples of the batch (the module couples the "
+                        "samples, as batch statistics do), so per-sample gradients are not defined")
+    return None
+
+
 class FlatModel:
     """An ``nn.Module`` seen as a function of one flat parameter vector.
 
@@ -40,7 +106,9 @@ class FlatModel:
     module : torch.nn.Module
         The network. Its trainable parameters, in ``named_parameters`` order,
         are concatenated into θ. Buffers (e.g. a fixed outer layer) are kept
-        fixed and are not part of θ.
+        fixed and are not part of θ. The module is converted to float64 in place:
+        this wrapper is for the book's own models. To measure a module of your own
+        without touching it, use :meth:`noisegeom.NoiseGeometry.from_module`.
     squeeze : bool, default True
         If the module returns shape ``(n, 1)``, return ``(n,)`` so that a
         scalar model has residuals ``e_i = f(x_i; θ) − y_i`` of shape ``(n,)``.
@@ -63,6 +131,7 @@ class FlatModel:
     def __init__(self, module: nn.Module, *, squeeze: bool = True):
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        check_per_sample(module)
         self.module = module.to(DTYPE)
         named = [(k, v) for k, v in self.module.named_parameters() if v.requires_grad]
         if not named:

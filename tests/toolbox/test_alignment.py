@@ -220,3 +220,164 @@ def test_square_loss_shortcuts_equal_general_route_in_any_call_order():
         assert close(before[k], ref[k], 1e-12), k
     V = np.random.default_rng(5).standard_normal((model.p, 3))
     assert np.allclose(fresh.g(V), general.g(V), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ a plain nn.Module: from_module
+
+def _dense_metrics_of_module(module, X, y, loss):
+    """μ, μ_iso and g(v) of a module from per-sample loops on a float64 copy of it: g_i by autograd
+    per sample, J_i row by row, Λ_i = I (square loss) or diag(s) − ssᵀ (cross-entropy, s = softmax),
+    then Σ₁, G and the definitions with explicit p×p matrices."""
+    import copy
+
+    mod = copy.deepcopy(module).double()
+    params = [q for q in mod.parameters() if q.requires_grad]
+    X = X.double()
+    grads, G, losses = [], 0.0, []
+    for i in range(X.shape[0]):
+        out = mod(X[i:i + 1])[0]
+        if loss == "mse":
+            target = y[i].double().reshape(out.shape)
+            ell = 0.5 * ((out - target) ** 2).sum()
+            lam = torch.eye(out.numel(), dtype=torch.float64)
+        else:
+            ell = torch.logsumexp(out, 0) - out[int(y[i])]
+            s = torch.softmax(out.detach(), 0)
+            lam = torch.diag(s) - torch.outer(s, s)
+        losses.append(float(ell.detach()))
+        grads.append(torch.cat([t.reshape(-1) for t in torch.autograd.grad(ell, params, retain_graph=True)]))
+        rows = [torch.cat([t.reshape(-1) for t in torch.autograd.grad(o, params, retain_graph=True)])
+                for o in out.reshape(-1)]
+        Ji = torch.stack(rows)
+        G = G + Ji.T @ lam @ Ji
+    n = X.shape[0]
+    G = G / n
+    Gr = torch.stack(grads)
+    S1 = Gr.T @ Gr / n - torch.outer(Gr.mean(0), Gr.mean(0))
+    L2 = 2 * float(np.mean(losses))
+    p = G.shape[0]
+    v = torch.linspace(-1, 1, p, dtype=torch.float64)
+    return {"mu": float((S1 * G).sum()) / (L2 * float((G * G).sum())),
+            "mu_iso": float(S1.trace() * G.trace()) / (p * L2 * float((G * G).sum())),
+            "g": float(v @ S1 @ v) / (L2 * float(v @ G @ v)), "v": v, "p": p}
+
+
+def _user_modules():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(3 * 4 * 4, 5))
+    two = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Softplus(), torch.nn.Linear(5, 2))
+    g = torch.Generator().manual_seed(1)
+    X4 = torch.randn(20, 4, generator=g)
+    return [("mlp_mse_column_targets", mlp, X4, torch.randn(20, 1, generator=g), torch.nn.MSELoss(), "mse"),
+            ("cnn_cross_entropy", cnn, torch.randn(20, 1, 6, 6, generator=g), torch.randint(0, 5, (20,), generator=g),
+             torch.nn.CrossEntropyLoss(), "cross_entropy"),
+            ("two_outputs_mse", two, X4, torch.randn(20, 2, generator=g), "mse", "mse")]
+
+
+@pytest.mark.parametrize("case", _user_modules(), ids=lambda c: c[0])
+def test_from_module_matches_a_dense_per_sample_computation_and_leaves_the_module_alone(case):
+    _, module, X, y, loss, name = case
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    geo = ng.NoiseGeometry.from_module(module, X, y, loss=loss)
+    ref = _dense_metrics_of_module(module, X, y, name)
+    assert geo.p == ref["p"] == sum(q.numel() for q in module.parameters())
+    assert close(geo.mu(), ref["mu"], 1e-9)
+    assert close(geo.mu_isotropic(), ref["mu_iso"], 1e-9)
+    assert close(float(geo.g(ref["v"])), ref["g"], 1e-9)
+    # untouched: dtype, values, buffers, gradients, mode; and the caller's float32 training still runs
+    assert all(v.dtype == torch.float32 for v in module.state_dict().values())
+    assert all(torch.equal(state[k], v) for k, v in module.state_dict().items())
+    assert all(q.grad is None for q in module.parameters()) and module.training
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    out = module(X)
+    (torch.nn.functional.cross_entropy(out, y) if name == "cross_entropy" else ((out - y) ** 2).mean()).backward()
+    opt.step()
+    # ...and the next call reads the parameters as they are now
+    assert not close(ng.NoiseGeometry.from_module(module, X, y, loss=loss).mu(), geo.mu(), 1e-6)
+
+
+def test_from_module_reads_only_trainable_parameters_and_accepts_scalar_targets_either_way():
+    _, module, X, y, _, _ = _user_modules()[0]
+    a = ng.NoiseGeometry.from_module(module, X, y)
+    b = ng.NoiseGeometry.from_module(module, X, y[:, 0], loss="mse")
+    assert a.mu() == b.mu()
+    module[0].weight.requires_grad_(False)
+    frozen = ng.NoiseGeometry.from_module(module, X, y)
+    assert frozen.p == 6 + 6 + 1 and module[0].weight.requires_grad is False
+
+
+class _Coupled(torch.nn.Module):
+    """Centres the batch: a sample's output depends on the others (no BatchNorm class to spot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, X):
+        return self.lin(X - X.mean(0))
+
+
+class _Noisy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, X):
+        return self.lin(X) + 1e-3 * torch.randn(X.shape[0], 1)
+
+
+def test_from_module_refuses_layers_that_couple_samples_or_are_random():
+    X, y = torch.randn(10, 4), torch.randn(10)
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 1))
+    drop = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.2), torch.nn.Linear(3, 1))
+    running = dict(bn.state_dict())
+    for module, what in ((bn, "BatchNorm1d"), (drop, "Dropout")):
+        with pytest.raises(ValueError, match=rf"training mode and contains {what}.*call module\.eval\(\)"):
+            ng.NoiseGeometry.from_module(module, X, y)
+    assert all(torch.equal(running[k], v) for k, v in bn.state_dict().items())   # running statistics untouched
+    assert np.isfinite(ng.NoiseGeometry.from_module(bn.eval(), X, y).mu())
+    assert np.isfinite(ng.NoiseGeometry.from_module(drop.eval(), X, y).mu())
+    batch_stats = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3, track_running_stats=False),
+                                      torch.nn.Linear(3, 1)).eval()
+    with pytest.raises(ValueError, match="without running statistics"):
+        ng.NoiseGeometry.from_module(batch_stats, X, y)
+    with pytest.raises(ValueError, match="changes with the other samples"):
+        ng.NoiseGeometry.from_module(_Coupled(), X, y)
+    with pytest.raises(ValueError, match="random"):
+        ng.NoiseGeometry.from_module(_Noisy(), X, y)
+    # the factored route never takes a coupled network of linear layers for per-sample
+    model = ng.FlatModel(_Coupled())
+    with pytest.raises(ng.NotFactorableError, match="other samples"):
+        ng.factored_jacobian(model, model.theta0, X.double())
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        ng.FlatModel(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train())
+
+
+def test_from_module_bad_inputs():
+    _, module, X, y, _, _ = _user_modules()[0]
+    _, cnn, Xc, labels, _, _ = _user_modules()[1]
+    with pytest.raises(TypeError, match="module"):
+        ng.NoiseGeometry.from_module(lambda x: x, X, y)
+    with pytest.raises(TypeError, match="loss"):
+        ng.NoiseGeometry.from_module(module, X, y, loss=torch.nn.L1Loss())
+    with pytest.raises(ValueError, match="loss"):
+        ng.NoiseGeometry.from_module(module, X, y, loss="hinge")
+    with pytest.raises(ValueError, match="label smoothing"):
+        ng.NoiseGeometry.from_module(cnn, Xc, labels, loss=torch.nn.CrossEntropyLoss(label_smoothing=0.1))
+    with pytest.raises(ValueError, match=r"y must have shape \(20,\)"):
+        ng.NoiseGeometry.from_module(module, X, y[:5])
+    with pytest.raises(ValueError, match=r"y must have shape \(20,\)"):
+        ng.NoiseGeometry.from_module(module, X, torch.randn(20, 3))
+    with pytest.raises(ValueError, match=r"labels 0, \.\.\., 4"):
+        ng.NoiseGeometry.from_module(cnn, Xc, torch.full((20,), 5), loss="cross_entropy")
+    with pytest.raises(ValueError, match="-100"):
+        ng.NoiseGeometry.from_module(cnn, Xc, torch.full((20,), -100), loss="cross_entropy")
+    with pytest.raises(TypeError, match="integer class labels"):
+        ng.NoiseGeometry.from_module(cnn, Xc, labels.float(), loss="cross_entropy")
+    with pytest.raises(ValueError, match="X contains non-finite"):
+        ng.NoiseGeometry.from_module(module, torch.full((20, 4), float("nan")), y)
+    frozen = torch.nn.Linear(4, 1).requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters with requires_grad"):
+        ng.NoiseGeometry.from_module(frozen, X, y)

@@ -1,0 +1,87 @@
+"""Input validation shared by the public functions.
+
+Every public function checks its arguments here, so that a wrong shape or a
+non-finite value is reported with the argument's name and what was expected,
+instead of surfacing as a ``nan`` or a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+
+DTYPE = torch.float64
+
+
+def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True) -> torch.Tensor:
+    """Convert ``x`` to a float64 tensor and check its rank and finiteness."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.dtype != dtype and (dtype is not None):
+            t = t.to(dtype)
+    else:
+        try:
+            a = np.asarray(x)
+            # torch cannot wrap negative strides (e.g. eigh's w[::-1]): copy those
+            t = torch.as_tensor(a.copy() if any(st < 0 for st in a.strides) else a, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be array-like of numbers, got {type(x).__name__}") from exc
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.ndim not in allowed:
+            want = " or ".join(f"{k}-D" for k in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
+    # a finite sum proves every entry finite (nan and ±inf propagate) in one cheap pass;
+    # only when the sum is not finite (a bad entry, or overflow) look entry by entry
+    if (finite and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+            and not bool(torch.isfinite(t).all())):
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    return t
+
+
+def check_int(x, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Check that ``x`` is an integer in ``[low, high]``."""
+    if isinstance(x, bool) or not isinstance(x, Integral):
+        raise TypeError(f"{name} must be an integer, got {x!r}")
+    x = int(x)
+    if low is not None and x < low:
+        raise ValueError(f"{name} must be >= {low}, got {x}")
+    if high is not None and x > high:
+        raise ValueError(f"{name} must be <= {high}, got {x}")
+    return x
+
+
+def check_positive(x, name: str, *, allow_zero: bool = False) -> float:
+    """Check that ``x`` is a finite positive real number."""
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise TypeError(f"{name} must be a real number, got {x!r}")
+    x = float(x)
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {x}")
+    return x
+
+
+def check_batch_size(batch_size, n: int) -> int:
+    """A batch size must lie in 1..n (the number of samples)."""
+    return check_int(batch_size, "batch_size", low=1, high=n)
+
+
+def check_rows(a: torch.Tensor, name: str, n: int, what: str = "samples") -> None:
+    if a.shape[0] != n:
+        raise ValueError(f"{name} must have {n} rows (one per {what[:-1]}), got shape {tuple(a.shape)}")
+
+
+def check_loss_positive(loss: float) -> None:
+    """The alignment metrics divide by 2L; at L = 0 they are 0/0."""
+    if not math.isfinite(loss):
+        raise ValueError(f"loss is not finite ({loss}); the run has probably diverged")
+    if loss <= 0.0:
+        raise ValueError(
+            "loss is zero: the alignment metrics are 0/0 at an interpolating point "
+            "(every residual vanishes, so the noise covariance and 2L are both 0). "
+            "Evaluate them at a point with nonzero loss, e.g. a small perturbation."
+        )

@@ -1,0 +1,552 @@
+"""The alignment metrics of SGD noise with curvature, through n×n Gram matrices.
+
+Definitions (chapter 3; Wang & Wu, arXiv:2310.00692, for μ and g):
+
+* average alignment  μ(θ) = Tr(Σ₁ G) / (2L ‖G‖_F²);
+* directional alignment  g(θ; v) = vᵀΣ₁v / (2L · vᵀGv);
+* subspace alignment (this book's extension)  g(θ; V) = Tr(VᵀΣ₁V) / (2L · Tr(VᵀGV));
+* isotropic baseline at matched trace  μ_iso = Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²);
+* the indicator of Zhu et al. (2019)  Tr(Σ₁G) / (Tr G · Tr Σ₁ / p) = μ / μ_iso.
+
+Perfect alignment Σ₁ = 2L·G gives μ = g = 1.
+
+None of these needs a p×p matrix. With per-sample gradients g_i (rows of
+``grads``, n×p) and a Gauss–Newton factor A (G = AᵀA/n; A = J for the
+square loss),
+
+    Tr(Σ₁G) = ‖A Gradsᵀ‖_F² / n² − ‖A ḡ‖² / n,   ‖G‖_F² = ‖A Aᵀ‖_F² / n²,
+
+which for the square loss is the book's (chapter 3)
+μ = [n Σ_i e_i² (K²)_ii − eᵀK²e] / [‖e‖² ‖K‖_F²], K = JJᵀ. The cost is
+O(n² p) for the Gram products and O(n p k) for k directions. For networks of linear
+layers (:func:`~noisegeom.factored_jacobian`) K costs O(n² Σ_l (d_in + d_out)) and J is
+never formed; only the blocks of K on and above the diagonal are computed, and K itself is
+not stored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.linalg.blas import dsyrk
+from scipy.sparse.linalg import LinearOperator
+
+from ._checks import as_tensor, check_loss_positive
+from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
+from .curvature import gauss_newton_operator
+from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
+from .noise import noise_covariance_operator
+
+__all__ = [
+    "NoiseGeometry",
+    "average_alignment",
+    "directional_alignment",
+    "subspace_alignment",
+    "isotropic_alignment",
+]
+
+# Largest p for which mu(curvature=H) computes ‖H‖_F² exactly with p products.
+_EXACT_FROBENIUS_MAX_P = 4096
+
+
+def _gram(a: torch.Tensor) -> torch.Tensor:
+    """A Aᵀ (m×m) of a float64 m×p tensor, exactly symmetric.
+
+    BLAS syrk computes one triangle of A Aᵀ, m²p flops instead of the 2m²p of a general
+    product: it runs on the zero-copy Fortran view Aᵀ (p×m) of a row-major A, with
+    trans=1 giving (Aᵀ)ᵀAᵀ = AAᵀ in the upper triangle, which is then mirrored.
+    """
+    up = dsyrk(1.0, np.asfortranarray(a.numpy().T), trans=1)
+    return torch.from_numpy(up + np.triu(up, 1).T)
+
+
+def _sum_squares(a: torch.Tensor) -> torch.Tensor:
+    """‖a‖_F² in one pass, without an n×p temporary."""
+    flat = a.reshape(-1)
+    return torch.dot(flat, flat)
+
+
+class NoiseGeometry:
+    """SGD noise Σ₁ and curvature G at one point θ, held as n×p factors.
+
+    Parameters
+    ----------
+    grads : array, shape (n, p)
+        Per-sample loss gradients g_i (g_i = e_i ∇f_i for the square loss).
+    factor : array, shape (n·k, p)
+        A with G = AᵀA / n; J for the scalar square loss.
+    loss : float
+        L(θ) = (1/n) Σ ℓ_i > 0; the metrics normalise by 2L.
+
+    Notes
+    -----
+    Build it with :meth:`square_loss` from (J, e) or with :meth:`from_model`.
+    All metrics use n×n (or nk×nk) Gram matrices; see the module docstring.
+    Everything is computed on first use and kept: the object describes one point θ.
+    Chapter 3 derives the identities; tests/toolbox/test_alignment.py checks them
+    against dense p×p computations.
+    """
+
+    def __init__(self, grads, factor, loss: float):
+        self._setup(as_tensor(grads, "grads", ndim=2), as_tensor(factor, "factor", ndim=2), loss)
+
+    def _setup(self, grads: torch.Tensor | None, factor, loss: float,
+               e: torch.Tensor | None = None):
+        # grads and factor are checked float64 tensors here (no second pass over n×p arrays),
+        # or factor is a FactoredJacobian (scalar square loss, J never written out).
+        # Square loss: grads = None and e given; grads = diag(e) J is formed only if asked for.
+        self._grads = grads
+        self._factored = factor if isinstance(factor, FactoredJacobian) else None
+        self._factor = None if self._factored is not None else factor
+        n, p = factor.shape if grads is None else grads.shape
+        if factor.shape[1] != p:
+            raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(factor.shape)}")
+        if factor.shape[0] % n:
+            raise ValueError(f"factor must have a multiple of n = {n} rows, got {factor.shape[0]}")
+        loss = float(loss)
+        check_loss_positive(loss)
+        self.n, self.p, self.loss = n, p, loss
+        self._gbar = None
+        self._AG = None
+        self._K = None
+        self._sweep_cache = None
+        self._K2cols = None
+        self._trSG = None
+        self._Ke_cache = None
+        # residuals e when grads = diag(e) A (scalar square loss): then A Gradsᵀ = K diag(e)
+        self._e = e
+
+    # ----- constructors -------------------------------------------------
+    @classmethod
+    def square_loss(cls, J, e) -> "NoiseGeometry":
+        """From the Jacobian J (n×p, a tensor or a :class:`~noisegeom.FactoredJacobian`) and
+        residuals e (n,) of a scalar model."""
+        if not isinstance(J, FactoredJacobian):
+            J = as_tensor(J, "J", ndim=2)
+        e = as_tensor(e, "e", ndim=1)
+        if e.shape[0] != J.shape[0]:
+            raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
+        geo = cls.__new__(cls)
+        geo._setup(None, J, 0.5 * float((e * e).mean()), e)
+        return geo
+
+    @classmethod
+    def from_model(cls, model, theta, X, y, *, loss: str = "mse", chunk_size: int | None = None,
+                   route: str = "auto"):
+        """Compute per-sample gradients and the (generalized) Gauss–Newton factor of a model.
+
+        For a scalar model with the square loss one Jacobian pass gives both: g_i = e_i ∇f_i.
+
+        Parameters
+        ----------
+        model : FlatModel
+        theta, X, y : arrays
+            The point θ and the data.
+        loss : {'mse', 'cross_entropy'}
+        chunk_size : int, optional
+            Samples per vmapped chunk of the Jacobian route.
+        route : {'auto', 'factored', 'jacobian'}
+            How J is held. 'factored': per linear layer, never written out
+            (:func:`noisegeom.factored_jacobian`; scalar networks of linear layers with the
+            square loss), so K = JJᵀ costs O(n² Σ_l (d_in + d_out)) instead of O(n² p).
+            'jacobian': J from ``vmap`` (any model). 'auto' (default): 'factored' where
+            the model allows it, else 'jacobian'. The attribute ``route`` says which was used.
+        """
+        if route not in ("auto", "factored", "jacobian"):
+            raise ValueError(f"route must be 'auto', 'factored' or 'jacobian', got {route!r}")
+        if route == "factored" and loss != "mse":
+            raise ValueError("route='factored' needs loss='mse' (a scalar model with the square loss)")
+        if loss == "mse" and route != "jacobian":
+            try:
+                fj = factored_jacobian(model, theta, X)
+            except NotFactorableError:
+                if route == "factored":
+                    raise
+            else:
+                _, _, y = _check_inputs(model, theta, X, y)
+                if y.shape != fj.outputs.shape:
+                    raise ValueError(f"y must have the shape of the model output {tuple(fj.outputs.shape)}, "
+                                     f"got {tuple(y.shape)}")
+                geo = cls.square_loss(fj, fj.outputs - y)
+                geo.route = "factored"
+                return geo
+        if loss == "mse":
+            J = jacobian(model, theta, X, chunk_size=chunk_size)
+            if J.ndim == 2:
+                return cls.square_loss(J, residuals(model, theta, X, y))
+            A = J.reshape(-1, J.shape[-1])          # k outputs: Λ_i = I, A stacks the rows of J_i
+        else:
+            A = ggn_factor(model, theta, X, y, loss=loss, chunk_size=chunk_size)
+        grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
+        return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
+
+    @classmethod
+    def from_module(cls, module, X, y, *, loss="mse", route: str = "auto",
+                    chunk_size: int | None = None) -> "NoiseGeometry":
+        """The noise geometry of a plain ``torch.nn.Module`` at its current parameters.
+
+        θ is every parameter of ``module`` with ``requires_grad``, in the module's
+        ``named_parameters`` order (p = their total size). The module is never changed: the
+        computation runs in float64 on a copy, whatever the module's dtype and device, so
+        the caller's parameters, buffers, dtype and training loop are untouched. Call it
+        again after training steps: it always reads the current parameters.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            Any module mapping a batch X (n, ...) to outputs (n,), (n, 1) or (n, k). A
+            module in training mode with batch normalisation, dropout or another layer whose
+            output couples the samples or is random is refused (call ``module.eval()``), and so
+            is one whose output for a sample changes with the rest of the batch.
+        X : array or tensor, shape (n, ...)
+            The samples (any floating dtype, any device).
+        y : array or tensor
+            Targets of shape (n,) or (n, 1) for a scalar model, (n, k) for k outputs with the
+            square loss; class labels 0, …, k−1 of shape (n,) for the cross-entropy.
+        loss : {'mse', 'cross_entropy'} or torch.nn.MSELoss / torch.nn.CrossEntropyLoss
+            ℓ_i = ½‖f(x_i) − y_i‖² or the cross-entropy of sample i (see
+            :func:`~noisegeom.autodiff.loss_name`); L = (1/n) Σ ℓ_i.
+        route, chunk_size
+            As in :meth:`from_model`.
+
+        Returns
+        -------
+        NoiseGeometry
+            Computed on the CPU in float64 (the device path is not written yet).
+
+        Examples
+        --------
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> X, y = torch.randn(50, 3), torch.randn(50, 1)
+        >>> geo = NoiseGeometry.from_module(net, X, y, loss=torch.nn.MSELoss())
+        >>> geo.p
+        41
+        """
+        import copy
+
+        from .autodiff import loss_name
+        from .models import FlatModel, check_per_sample, probe_per_sample
+
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        loss = loss_name(loss)
+        check_per_sample(module)
+        if not any(q.requires_grad for q in module.parameters()):
+            raise ValueError("module has no parameters with requires_grad=True: there is nothing to measure")
+        X = as_tensor(X, "X").cpu()
+        if X.ndim < 1 or X.shape[0] == 0:
+            raise ValueError(f"X must hold at least one sample along dim 0, got shape {tuple(X.shape)}")
+        # a float64 copy on the CPU: FlatModel converts the module it wraps, and that must not be the caller's
+        work = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)
+        model = FlatModel(work)
+        theta = model.theta0
+        reason = probe_per_sample(model, theta, X)
+        if reason:
+            raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")
+        with torch.no_grad():
+            out = model.forward(theta, X[:1])
+        if loss == "cross_entropy":
+            labels = torch.as_tensor(y).cpu()
+            if labels.dtype.is_floating_point:
+                raise TypeError("y must hold integer class labels for loss='cross_entropy'")
+            if out.ndim != 2:
+                raise ValueError(f"loss='cross_entropy' needs a module with k class scores per sample, "
+                                 f"output shape (n, k); got {tuple(out.shape[1:])} per batch of one")
+            if labels.numel() and int(labels.max()) >= out.shape[1]:
+                raise ValueError(f"y must hold class labels 0, ..., {out.shape[1] - 1} (the module has "
+                                 f"{out.shape[1]} outputs), got {int(labels.max())}")
+            y = labels
+        else:
+            y = as_tensor(y, "y").cpu()
+            if out.ndim == 1 and y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]                 # a scalar model's targets as a column
+            want = (X.shape[0],) + tuple(out.shape[1:])
+            if tuple(y.shape) != want:
+                raise ValueError(f"y must have shape {want} for this module's outputs (or (n, 1) for a scalar "
+                                 f"model), got {tuple(y.shape)}")
+        return cls.from_model(model, theta, X, y, loss=loss, route=route, chunk_size=chunk_size)
+
+    route = "jacobian"
+
+    # ----- Gram quantities ----------------------------------------------
+    @property
+    def gbar(self) -> torch.Tensor:
+        """The full-batch gradient ∇L = (1/n) Σ g_i, shape (p,) (formed on first use)."""
+        if self._gbar is None:
+            if self._grads is not None:
+                self._gbar = self._grads.mean(0)
+            elif self._factor is None:
+                self._gbar = self._factored.rmatvec(self._e) / self.n
+            else:
+                self._gbar = self._factor.T @ self._e / self.n
+        return self._gbar
+
+    @property
+    def factor(self) -> torch.Tensor:
+        """The factor A (G = AᵀA/n) as a tensor of shape (n·k, p); J for the scalar square loss.
+
+        Built with ``route='factored'`` it is written out on first use (n·p numbers);
+        :meth:`factor_times` and :attr:`K` do not need it.
+        """
+        if self._factor is None:
+            self._factor = self._factored.dense()
+        return self._factor
+
+    def factor_times(self, V) -> torch.Tensor:
+        """A V for V of shape (p, k), shape (n·k', k); J V for the scalar square loss."""
+        if self._factor is None:
+            return self._factored @ V
+        return self._factor @ V
+
+    @property
+    def grads(self) -> torch.Tensor:
+        """Per-sample gradients as rows, shape (n, p) (for the square loss e_i ∇f_i, formed on first use)."""
+        if self._grads is None:
+            self._grads = self._e[:, None] * self.factor
+        return self._grads
+
+    @property
+    def AG(self) -> torch.Tensor:
+        """A Gradsᵀ, shape (nk, n)."""
+        if self._AG is None:
+            # square loss: A Gradsᵀ = J Jᵀ diag(e) = K diag(e), no second n×n×p product
+            self._AG = self.K * self._e[None, :] if self._e is not None else self.factor @ self.grads.T
+        return self._AG
+
+    @property
+    def K(self) -> torch.Tensor:
+        """The Gram matrix A Aᵀ, shape (nk, nk); for the square loss the empirical NTK Gram J Jᵀ."""
+        if self._K is None:
+            self._K = self._factored.gram() if self._factored is not None else _gram(self._factor)
+        return self._K
+
+    def _use_sweep(self) -> bool:
+        # factored J and no K at hand: what the metrics need of K comes from one sweep over its
+        # upper blocks (FactoredJacobian._gram_sweep), K itself is never stored
+        return self._K is None and self._factored is not None
+
+    def _K_ready(self) -> bool:
+        # diag K is at hand, or cheaper than a pass over J (factored: FactoredJacobian.row_norms2)
+        return self._K is not None or self._factored is not None
+
+    def _Ke_at_hand(self) -> bool:
+        # K e costs n² once K or the sweep is done; otherwise ∇L = Jᵀe/n (2np flops) is cheaper
+        return self._Ke_cache is not None or self._K is not None or self._sweep_cache is not None
+
+    @property
+    def _sweep(self):
+        if self._sweep_cache is None:
+            self._sweep_cache = self._factored._gram_sweep(self._e)
+        return self._sweep_cache
+
+    def _K_diag(self) -> torch.Tensor:
+        if self._K is not None:
+            return torch.diagonal(self._K)
+        if self._sweep_cache is not None:
+            return self._sweep_cache[0]
+        return self._factored.row_norms2()               # O(n Σ_l (d_in + d_out)), no Gram needed
+
+    @property
+    def _K2_cols(self) -> torch.Tensor:
+        # column sums of K⊙K: Σ_j of them is ‖K‖_F², their e²-weighted sum is ‖K diag(e)‖_F²
+        if self._K2cols is None:
+            self._K2cols = self._sweep[2] if self._use_sweep() else (self.K * self.K).sum(0)
+        return self._K2cols
+
+    @property
+    def _Ke(self) -> torch.Tensor:
+        # K e = J ∇L · n for the square loss; shared by Tr Σ₁ and Tr(Σ₁G)
+        if self._Ke_cache is None:
+            self._Ke_cache = self._sweep[1] if self._use_sweep() else self.K @ self._e
+        return self._Ke_cache
+
+    def trace_sigma1(self) -> float:
+        """Tr Σ₁ = (1/n) Σ‖g_i‖² − ‖∇L‖²."""
+        if self._e is not None:                                     # ‖g_i‖² = e_i² ‖∇f_i‖² = e_i² K_ii
+            rows = (self._K_diag() if self._K_ready()
+                    else torch.linalg.vector_norm(self._factor, dim=1) ** 2)
+            sq = (self._e ** 2 * rows).sum()
+            if self._gbar is None and self._Ke_at_hand():            # ‖∇L‖² = eᵀKe / n²
+                return float(sq / self.n - self._e @ self._Ke / self.n ** 2)
+        else:
+            sq = _sum_squares(self.grads)
+        return float(sq / self.n - self.gbar @ self.gbar)
+
+    def trace_G(self) -> float:
+        """Tr G = ‖A‖_F² / n."""
+        sq = self._K_diag().sum() if self._K_ready() else _sum_squares(self._factor)
+        return float(sq / self.n)
+
+    def frobenius2_G(self) -> float:
+        """‖G‖_F² = ‖AAᵀ‖_F² / n²."""
+        if self._e is not None:
+            return float(self._K2_cols.sum() / self.n ** 2)
+        return float((self.K ** 2).sum() / self.n ** 2)
+
+    def trace_sigma1_G(self) -> float:
+        """Tr(Σ₁ G) = ‖A Gradsᵀ‖_F²/n² − ‖Aḡ‖²/n."""
+        if self._trSG is None:
+            if self._e is not None:
+                # square loss: A Gradsᵀ = K diag(e), so ‖A Gradsᵀ‖_F² = Σ_j e_j² Σ_i K_ij² and Aḡ = Ke/n
+                Agbar = self._Ke / self.n
+                self._trSG = float(self._K2_cols @ self._e ** 2 / self.n ** 2 - Agbar @ Agbar / self.n)
+            else:
+                Agbar = self.AG.mean(1)
+                self._trSG = float((self.AG ** 2).sum() / self.n ** 2 - Agbar @ Agbar / self.n)
+        return self._trSG
+
+    # ----- metrics ------------------------------------------------------
+    def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None) -> float:
+        """Average alignment μ = Tr(Σ₁C) / (2L ‖C‖_F²) with C = G (default) or C = H.
+
+        Parameters
+        ----------
+        curvature : LinearOperator, optional
+            Use this symmetric operator (e.g. :func:`noisegeom.hessian_operator`)
+            instead of G. Tr(Σ₁H) costs n+1 products.
+        frobenius2 : float, optional
+            ‖C‖_F² when ``curvature`` is given. If omitted it is computed exactly
+            with p products, allowed for p ≤ 4096; pass a Hutchinson estimate
+            (:func:`noisegeom.hutchinson`) for larger p.
+        """
+        if curvature is None:
+            fro = self.frobenius2_G()
+            if fro == 0:
+                raise ValueError("G = 0 (all per-sample Jacobians vanish): μ is undefined")
+            return self.trace_sigma1_G() / (2 * self.loss * fro)
+        op = self._check_operator(curvature)
+        cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
+        HC = op @ cols
+        tr = float((cols[:, :-1] * HC[:, :-1]).sum() / self.n - cols[:, -1] @ HC[:, -1])
+        if frobenius2 is None:
+            if self.p > _EXACT_FROBENIUS_MAX_P:
+                raise ValueError(
+                    f"frobenius2 is required for p = {self.p} > {_EXACT_FROBENIUS_MAX_P}: "
+                    "pass an estimate, e.g. hutchinson(H, quantity='frobenius2')[0]")
+            eye = np.eye(self.p)
+            frobenius2 = float(sum(((op @ eye[:, j:j + 256]) ** 2).sum() for j in range(0, self.p, 256)))
+        if not frobenius2 > 0:
+            raise ValueError(f"frobenius2 must be > 0, got {frobenius2}")
+        return tr / (2 * self.loss * float(frobenius2))
+
+    def mu_isotropic(self) -> float:
+        """μ of isotropic noise with the same trace: Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²)."""
+        fro = self.frobenius2_G()
+        if fro == 0:
+            raise ValueError("G = 0: the isotropic baseline is undefined")
+        return self.trace_sigma1() * self.trace_G() / (self.p * 2 * self.loss * fro)
+
+    def zhu_indicator(self) -> float:
+        """Tr(Σ₁G) / (Tr G · Tr Σ₁ / p), the indicator of Zhu et al. (2019); equals μ/μ_iso."""
+        denom = self.trace_G() * self.trace_sigma1()
+        if denom == 0:
+            raise ValueError("Tr G · Tr Σ₁ = 0: the indicator is 0/0")
+        return self.p * self.trace_sigma1_G() / denom
+
+    def _check_operator(self, op) -> LinearOperator:
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"curvature must be a scipy LinearOperator, got {type(op).__name__}")
+        if op.shape != (self.p, self.p):
+            raise ValueError(f"curvature must have shape ({self.p}, {self.p}), got {op.shape}")
+        return op
+
+    def _directions(self, v, name: str) -> torch.Tensor:
+        V = as_tensor(v, name, ndim=(1, 2))
+        V = V[:, None] if V.ndim == 1 else V
+        if V.shape[0] != self.p:
+            raise ValueError(f"{name} must have p = {self.p} rows, got shape {tuple(V.shape)}")
+        norms = (V ** 2).sum(0)
+        if (norms == 0).any():
+            j = int(torch.nonzero(norms == 0)[0])
+            raise ValueError(f"{name} column {j} is the zero vector")
+        return V
+
+    def _quadratic_forms(self, V: torch.Tensor, curvature, name: str):
+        # square loss: grads V = diag(e) (J V), one pass over the n×p arrays instead of two
+        AV = self.factor_times(V) if (curvature is None or self._e is not None) else None
+        GV = self._e[:, None] * AV if self._e is not None else self.grads @ V
+        # ḡᵀV = eᵀ(JV)/n for the square loss, from the product already formed
+        gV = self._e @ AV / self.n if self._e is not None and self._gbar is None else self.gbar @ V
+        num = (GV ** 2).sum(0) / self.n - gV ** 2
+        if curvature is None:
+            den = (AV ** 2).sum(0) / self.n
+            # Tr G ≥ ‖G‖₂ sets the scale of "vᵀGv = 0" without forming the n×n Gram
+            scale = self.trace_G()
+        else:
+            op = self._check_operator(curvature)
+            HV = torch.as_tensor(op @ V.numpy())
+            den = (V * HV).sum(0)
+            scale = float(torch.linalg.norm(HV, dim=0).max() / torch.linalg.norm(V, dim=0).max())
+        tiny = 1e-12 * scale * (V ** 2).sum(0)
+        bad = den <= tiny
+        if bad.any():
+            j = int(torch.nonzero(bad)[0])
+            which = "G" if curvature is None else "the curvature"
+            raise ValueError(
+                f"{name} column {j} has vᵀCv = {float(den[j]):.3g} ≤ 0 for C = {which}: "
+                "g is undefined along a direction of zero or negative curvature")
+        return num, den
+
+    def g(self, v, curvature: LinearOperator | None = None):
+        """Directional alignment g(θ; v) = vᵀΣ₁v / (2L · vᵀGv) for one or several directions.
+
+        Parameters
+        ----------
+        v : array, shape (p,) or (p, k)
+            A direction, or k directions as columns (need not be normalised).
+        curvature : LinearOperator, optional
+            Use vᵀHv instead of vᵀGv.
+
+        Returns
+        -------
+        float or numpy.ndarray of shape (k,)
+        """
+        single = as_tensor(v, "v", ndim=(1, 2)).ndim == 1
+        V = self._directions(v, "v")
+        num, den = self._quadratic_forms(V, curvature, "v")
+        out = (num / (2 * self.loss * den)).numpy()
+        return float(out[0]) if single else out
+
+    def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8) -> float:
+        """Subspace alignment g(θ; V) = Tr(VᵀΣ₁V) / (2L Tr(VᵀGV)), V with orthonormal columns.
+
+        This extension of the directional metric to a subspace is the book's own.
+        """
+        V = self._directions(V, "V")
+        gram = V.T @ V
+        if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype), atol=atol):
+            raise ValueError("V must have orthonormal columns (VᵀV = I); orthonormalise it, e.g. with QR")
+        num, den = self._quadratic_forms(V, curvature, "V")
+        return float(num.sum() / (2 * self.loss * den.sum()))
+
+    # ----- operators and dense matrices ---------------------------------
+    def sigma_operator(self, batch_size: int | None = None, *, replacement: bool = False) -> LinearOperator:
+        """Σ₁ (or Σ_B) as a matrix-free operator."""
+        return noise_covariance_operator(self.grads, batch_size=batch_size, replacement=replacement)
+
+    def G_operator(self) -> LinearOperator:
+        """G as a matrix-free operator."""
+        return gauss_newton_operator(self.factor, n=self.n)
+
+    def __repr__(self) -> str:
+        return f"NoiseGeometry(n={self.n}, p={self.p}, loss={self.loss:.4g})"
+
+
+def average_alignment(J, e) -> float:
+    """μ(θ) for the square loss from the Jacobian J (n×p) and residuals e (n,); see :class:`NoiseGeometry`."""
+    return NoiseGeometry.square_loss(J, e).mu()
+
+
+def directional_alignment(J, e, v):
+    """g(θ; v) for the square loss; v of shape (p,) or (p, k)."""
+    return NoiseGeometry.square_loss(J, e).g(v)
+
+
+def subspace_alignment(J, e, V) -> float:
+    """g(θ; V) for the square loss; V (p×k) with orthonormal columns (the book's extension)."""
+    return NoiseGeometry.square_loss(J, e).g_subspace(V)
+
+
+def isotropic_alignment(J, e) -> float:
+    """μ of isotropic noise at matched trace, for the square loss."""
+    return NoiseGeometry.square_loss(J, e).mu_isotropic()

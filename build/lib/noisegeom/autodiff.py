@@ -1,0 +1,208 @@
+"""Residuals, per-sample gradients and Jacobians through ``torch.func``.
+
+Notation (the book's, see the Toolbox appendix): residual e_i = f(x_i; θ) − y_i, per-sample loss
+ℓ_i = ½ e_i², J ∈ R^{n×p} with rows ∇f_i, per-sample gradient g_i = e_i ∇f_i.
+For multi-output models the square loss is ℓ_i = ½‖f(x_i) − y_i‖², and for
+classification ℓ_i is the cross-entropy of the logits; then g_i is the
+per-sample loss gradient and the curvature matrix is the generalized
+Gauss–Newton G = (1/n) Σ_i J_iᵀ Λ_i J_i, Λ_i = ∇²_f ℓ_i (see :func:`~noisegeom.ggn_factor`).
+
+Everything is computed with ``vmap`` over samples, in chunks so that memory
+stays bounded at about ``chunk_size × p`` numbers per intermediate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import grad, jacrev, vmap
+
+from ._checks import as_tensor, check_int
+from .models import FlatModel
+
+__all__ = [
+    "LOSSES",
+    "residuals",
+    "loss_value",
+    "per_sample_losses",
+    "jacobian",
+    "per_sample_gradients",
+    "ggn_factor",
+]
+
+LOSSES = ("mse", "cross_entropy")
+
+# Bound on the numbers held by one vmapped chunk (about 256 MB in float64).
+_CHUNK_BUDGET = 2 ** 25
+
+
+def _check_inputs(model, theta, X, y=None, loss="mse"):
+    if not isinstance(model, FlatModel):
+        raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
+    theta = as_tensor(theta, "theta", ndim=1)
+    if theta.numel() != model.p:
+        raise ValueError(f"theta must have length p = {model.p}, got {theta.numel()}")
+    X = as_tensor(X, "X")
+    if X.ndim < 1 or X.shape[0] == 0:
+        raise ValueError(f"X must hold at least one sample along dim 0, got shape {tuple(X.shape)}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if y is not None:
+        if loss == "cross_entropy":
+            y = torch.as_tensor(y)
+            if y.dtype.is_floating_point:
+                raise TypeError("y must hold integer class labels for loss='cross_entropy'")
+            y = y.long()
+            if y.ndim != 1:
+                raise ValueError(f"y must be a 1-D tensor of class labels for loss='cross_entropy', "
+                                 f"got shape {tuple(y.shape)}")
+            if y.numel() and int(y.min()) < 0:
+                raise ValueError(f"y must hold class labels 0, ..., k-1 for loss='cross_entropy', got {int(y.min())} "
+                                 f"(torch's ignore_index -100 is not supported: leave those samples out)")
+        else:
+            y = as_tensor(y, "y")
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have one entry per sample: X has {X.shape[0]} rows, y has shape {tuple(y.shape)}")
+    return theta, X, y
+
+
+def loss_name(loss) -> str:
+    """The package's name of a loss: ``'mse'`` or ``'cross_entropy'``, or a torch loss module.
+
+    ``torch.nn.MSELoss`` means ``'mse'`` and ``torch.nn.CrossEntropyLoss`` means
+    ``'cross_entropy'``, whatever their ``reduction``: the metrics are defined with the book's
+    normalisation, ℓ_i = ½‖f(x_i) − y_i‖² or the cross-entropy of sample i, and L = (1/n) Σ ℓ_i.
+    Options that change the per-sample loss (class weights, label smoothing) are refused.
+    """
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a torch.nn.MSELoss / CrossEntropyLoss, got {loss!r}")
+        return loss
+    if isinstance(loss, torch.nn.MSELoss):
+        return "mse"
+    if isinstance(loss, torch.nn.CrossEntropyLoss):
+        if loss.weight is not None or loss.label_smoothing != 0.0:
+            raise ValueError("loss: CrossEntropyLoss with class weights or label smoothing is not supported; "
+                             "use the plain cross-entropy")
+        return "cross_entropy"
+    raise TypeError(f"loss must be 'mse', 'cross_entropy', torch.nn.MSELoss() or torch.nn.CrossEntropyLoss(), "
+                    f"got {type(loss).__name__}")
+
+
+def _auto_chunk(p: int, k: int = 1, chunk_size=None, n: int | None = None):
+    """Samples per vmapped chunk; None (one unchunked vmap) when a single chunk holds all n samples.
+
+    torch's chunked vmap concatenates the chunk outputs even when there is only one chunk,
+    a full copy of an n×p result: skipping it makes per-sample gradients and J up to 2× faster.
+    """
+    if chunk_size is not None:
+        chunk = check_int(chunk_size, "chunk_size", low=1)
+    else:
+        chunk = max(1, _CHUNK_BUDGET // max(1, p * k))
+    return None if n is not None and chunk >= n else chunk
+
+
+def _sample_loss(model: FlatModel, loss: str):
+    """ℓ(θ; x, y) for one sample, written for vmap (x, y without batch dim)."""
+    if loss == "mse":
+        def ell(theta, x, y):
+            e = model.forward(theta, x[None])[0] - y
+            return 0.5 * (e * e).sum()
+    else:
+        def ell(theta, x, y):
+            logits = model.forward(theta, x[None])[0]
+            # gather, not logits[y]: indexing by a vmapped label is data-dependent and fails under vmap
+            return torch.logsumexp(logits, 0) - logits.gather(0, y.reshape(1))[0]
+    return ell
+
+
+def residuals(model: FlatModel, theta, X, y) -> torch.Tensor:
+    """e = f(X; θ) − y, shape (n,) or (n, k) for multi-output models."""
+    theta, X, y = _check_inputs(model, theta, X, y)
+    out = model.forward(theta, X)
+    if out.shape != y.shape:
+        raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
+    return out - y
+
+
+def _losses_of_outputs(out: torch.Tensor, y, loss: str) -> torch.Tensor:
+    """ℓ_i from the model outputs of a batch, without checks (usable inside vmap and grad)."""
+    if loss == "mse":
+        e = (out - y).reshape(out.shape[0], -1)
+        return 0.5 * (e * e).sum(1)
+    return torch.nn.functional.cross_entropy(out, y, reduction="none")
+
+
+def per_sample_losses(model: FlatModel, theta, X, y, *, loss: str = "mse") -> torch.Tensor:
+    """ℓ_i for every sample, shape (n,)."""
+    theta, X, y = _check_inputs(model, theta, X, y, loss)
+    out = model.forward(theta, X)
+    if loss == "mse" and out.shape != y.shape:
+        raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
+    return _losses_of_outputs(out, y, loss)
+
+
+def loss_value(model: FlatModel, theta, X, y, *, loss: str = "mse") -> float:
+    """L(θ) = (1/n) Σ ℓ_i."""
+    return float(per_sample_losses(model, theta, X, y, loss=loss).mean())
+
+
+def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None) -> torch.Tensor:
+    """Jacobian of the outputs: rows ∇_θ f(x_i; θ).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (n, p) for a scalar model, (n, k, p) for k outputs.
+    """
+    theta, X, _ = _check_inputs(model, theta, X)
+
+    def f1(th, x):
+        return model.forward(th, x[None])[0]
+
+    k = model.forward(theta, X[:1])[0].numel()
+    jac = vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size, X.shape[0]))
+    return jac(theta, X)
+
+
+def per_sample_gradients(model: FlatModel, theta, X, y, *, loss: str = "mse",
+                         chunk_size: int | None = None) -> torch.Tensor:
+    """Per-sample loss gradients g_i = ∇_θ ℓ_i, shape (n, p).
+
+    For the scalar square loss g_i = e_i ∇f_i.
+    """
+    theta, X, y = _check_inputs(model, theta, X, y, loss)
+    g = vmap(grad(_sample_loss(model, loss)), in_dims=(None, 0, 0),
+             chunk_size=_auto_chunk(model.p, 1, chunk_size, X.shape[0]))
+    return g(theta, X, y)
+
+
+def ggn_factor(model: FlatModel, theta, X, y=None, *, loss: str = "mse",
+               chunk_size: int | None = None) -> torch.Tensor:
+    """A factor A with G = AᵀA / n (the generalized Gauss–Newton matrix).
+
+    For the scalar square loss A = J. For k outputs, the rows of A are the k
+    rows of Λ_i^{1/2} J_i for each sample i, with Λ_i = I (square loss) or
+    Λ_i = diag(s_i) − s_i s_iᵀ, s_i = softmax(f(x_i)) (cross-entropy), so
+    G = (1/n) Σ_i J_iᵀ Λ_i J_i.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (n·k, p).
+    """
+    J = jacobian(model, theta, X, chunk_size=chunk_size)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if J.ndim == 2:
+        if loss == "cross_entropy":
+            raise ValueError("loss='cross_entropy' needs a model with at least 2 outputs")
+        return J
+    n, k, p = J.shape
+    if loss == "mse":
+        return J.reshape(n * k, p)
+    theta = as_tensor(theta, "theta", ndim=1)
+    s = torch.softmax(model.forward(theta, as_tensor(X, "X")), dim=1)
+    lam = torch.diag_embed(s) - s[:, :, None] * s[:, None, :]
+    w, Q = torch.linalg.eigh(lam)
+    root = Q @ torch.diag_embed(w.clamp_min(0).sqrt()) @ Q.transpose(1, 2)
+    return (root @ J).reshape(n * k, p)
