@@ -79,7 +79,9 @@ def check_loss_positive(loss: float) -> None:
     """The alignment metrics divide by 2L; at L = 0 they are 0/0."""
     if not math.isfinite(loss):
         raise ValueError(f"loss is not finite ({loss}); the run has probably diverged")
-    if loss <= 0.0:
+    if loss < 0.0:
+        raise ValueError(f"loss must be >= 0 (a mean of per-sample losses), got {loss}")
+    if loss == 0.0:
         raise ValueError(
             "loss is zero: the alignment metrics are 0/0 at an interpolating point "
             "(every residual vanishes, so the noise covariance and 2L are both 0). "

@@ -31,9 +31,9 @@ import torch
 from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_loss_positive
+from ._checks import as_tensor, check_int, check_loss_positive
 from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
-from .curvature import gauss_newton_operator
+from .curvature import Eigenpairs, gauss_newton_operator
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .noise import noise_covariance_operator
 
@@ -58,6 +58,11 @@ def _gram(a: torch.Tensor) -> torch.Tensor:
     """
     up = dsyrk(1.0, np.asfortranarray(a.numpy().T), trans=1)
     return torch.from_numpy(up + np.triu(up, 1).T)
+
+
+def _sum_squares_weighted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a, b⟩ = Σ a_ij b_ij in one pass."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 def _sum_squares(a: torch.Tensor) -> torch.Tensor:
@@ -103,6 +108,9 @@ class NoiseGeometry:
             raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(factor.shape)}")
         if factor.shape[0] % n:
             raise ValueError(f"factor must have a multiple of n = {n} rows, got {factor.shape[0]}")
+        if n < 2:
+            raise ValueError(f"need n >= 2 samples: with n = {n} the noise covariance Σ₁ is zero and the "
+                             f"alignment metrics are 0/0")
         loss = float(loss)
         check_loss_positive(loss)
         self.n, self.p, self.loss = n, p, loss
@@ -113,8 +121,12 @@ class NoiseGeometry:
         self._K2cols = None
         self._trSG = None
         self._Ke_cache = None
+        self._M = None
         # residuals e when grads = diag(e) A (scalar square loss): then A Gradsᵀ = K diag(e)
         self._e = e
+        # which side the products run on: p×p (AᵀA, n·k·p² flops) when p < n·k, else the
+        # n·k×n·k Gram (AAᵀ, (n·k)²·p flops); a factored J always uses its cheap Gram sweep
+        self.side = "parameters" if self._factored is None and p < factor.shape[0] else "samples"
 
     # ----- constructors -------------------------------------------------
     @classmethod
@@ -145,18 +157,27 @@ class NoiseGeometry:
         loss : {'mse', 'cross_entropy'}
         chunk_size : int, optional
             Samples per vmapped chunk of the Jacobian route.
-        route : {'auto', 'factored', 'jacobian'}
-            How J is held. 'factored': per linear layer, never written out
-            (:func:`noisegeom.factored_jacobian`; scalar networks of linear layers with the
-            square loss), so K = JJᵀ costs O(n² Σ_l (d_in + d_out)) instead of O(n² p).
-            'jacobian': J from ``vmap`` (any model). 'auto' (default): 'factored' where
-            the model allows it, else 'jacobian'. The attribute ``route`` says which was used.
+        route : {'auto', 'factored', 'jacobian', 'parameters'}
+            How J is held and which side the products run on. 'factored': J per linear
+            layer, never written out (:func:`noisegeom.factored_jacobian`; scalar networks of
+            linear layers with the square loss), so K = JJᵀ costs O(n² Σ_l (d_in + d_out))
+            instead of O(n² p). 'jacobian': J (or the factor A, n·k rows) from ``vmap`` (any
+            model) and the n·k×n·k Gram AAᵀ, (n·k)²p flops. 'parameters': the same A and the
+            p×p matrix AᵀA, n·k·p² flops. 'auto' (default): 'parameters' when p < n·k, else
+            'factored' where the model allows it, else 'jacobian'. The attributes ``route``
+            and ``side`` ('parameters' or 'samples') say which was used.
         """
-        if route not in ("auto", "factored", "jacobian"):
-            raise ValueError(f"route must be 'auto', 'factored' or 'jacobian', got {route!r}")
+        if route not in ("auto", "factored", "jacobian", "parameters"):
+            raise ValueError(f"route must be 'auto', 'factored', 'jacobian' or 'parameters', got {route!r}")
+        if chunk_size is not None:              # checked here: the factored route does not chunk
+            check_int(chunk_size, "chunk_size", low=1)
         if route == "factored" and loss != "mse":
             raise ValueError("route='factored' needs loss='mse' (a scalar model with the square loss)")
-        if loss == "mse" and route != "jacobian":
+        n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
+        p_model = getattr(model, "p", None)
+        # p < n already means p < n·k: the p×p side is cheaper than any Gram, factored or not
+        prefer_parameters = route == "auto" and p_model is not None and p_model < n_samples
+        if loss == "mse" and route in ("auto", "factored") and not prefer_parameters:
             try:
                 fj = factored_jacobian(model, theta, X)
             except NotFactorableError:
@@ -173,12 +194,22 @@ class NoiseGeometry:
         if loss == "mse":
             J = jacobian(model, theta, X, chunk_size=chunk_size)
             if J.ndim == 2:
-                return cls.square_loss(J, residuals(model, theta, X, y))
+                return cls._sided(cls.square_loss(J, residuals(model, theta, X, y)), route)
             A = J.reshape(-1, J.shape[-1])          # k outputs: Λ_i = I, A stacks the rows of J_i
         else:
             A = ggn_factor(model, theta, X, y, loss=loss, chunk_size=chunk_size)
         grads = per_sample_gradients(model, theta, X, y, loss=loss, chunk_size=chunk_size)
-        return cls(grads, A, loss_value(model, theta, X, y, loss=loss))
+        return cls._sided(cls(grads, A, loss_value(model, theta, X, y, loss=loss)), route)
+
+    @staticmethod
+    def _sided(geo: "NoiseGeometry", route: str) -> "NoiseGeometry":
+        # a dense factor: 'auto' keeps the cheaper side chosen in _setup, the others force one
+        if route == "parameters":
+            geo.side = "parameters"
+        elif route == "jacobian":
+            geo.side = "samples"
+        geo.route = "parameters" if geo.side == "parameters" else "jacobian"
+        return geo
 
     @classmethod
     def from_module(cls, module, X, y, *, loss="mse", route: str = "auto",
@@ -243,27 +274,8 @@ class NoiseGeometry:
         reason = probe_per_sample(model, theta, X)
         if reason:
             raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")
-        with torch.no_grad():
-            out = model.forward(theta, X[:1])
-        if loss == "cross_entropy":
-            labels = torch.as_tensor(y).cpu()
-            if labels.dtype.is_floating_point:
-                raise TypeError("y must hold integer class labels for loss='cross_entropy'")
-            if out.ndim != 2:
-                raise ValueError(f"loss='cross_entropy' needs a module with k class scores per sample, "
-                                 f"output shape (n, k); got {tuple(out.shape[1:])} per batch of one")
-            if labels.numel() and int(labels.max()) >= out.shape[1]:
-                raise ValueError(f"y must hold class labels 0, ..., {out.shape[1] - 1} (the module has "
-                                 f"{out.shape[1]} outputs), got {int(labels.max())}")
-            y = labels
-        else:
-            y = as_tensor(y, "y").cpu()
-            if out.ndim == 1 and y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]                 # a scalar model's targets as a column
-            want = (X.shape[0],) + tuple(out.shape[1:])
-            if tuple(y.shape) != want:
-                raise ValueError(f"y must have shape {want} for this module's outputs (or (n, 1) for a scalar "
-                                 f"model), got {tuple(y.shape)}")
+        # targets on the CPU; their shape and labels are checked against the outputs in from_model
+        y = torch.as_tensor(y).detach().cpu() if loss == "cross_entropy" else as_tensor(y, "y").cpu()
         return cls.from_model(model, theta, X, y, loss=loss, route=route, chunk_size=chunk_size)
 
     route = "jacobian"
@@ -319,6 +331,13 @@ class NoiseGeometry:
         if self._K is None:
             self._K = self._factored.gram() if self._factored is not None else _gram(self._factor)
         return self._K
+
+    @property
+    def M(self) -> torch.Tensor:
+        """AᵀA, shape (p, p), so that G = AᵀA/n (formed on first use; the route when p < n·k)."""
+        if self._M is None:
+            self._M = _gram(self.factor.T)
+        return self._M
 
     def _use_sweep(self) -> bool:
         # factored J and no K at hand: what the metrics need of K comes from one sweep over its
@@ -378,13 +397,20 @@ class NoiseGeometry:
         return float(sq / self.n)
 
     def frobenius2_G(self) -> float:
-        """‖G‖_F² = ‖AAᵀ‖_F² / n²."""
+        """‖G‖_F² = ‖AAᵀ‖_F² / n² = ‖AᵀA‖_F² / n²."""
+        if self.side == "parameters":
+            return float(_sum_squares(self.M) / self.n ** 2)
         if self._e is not None:
             return float(self._K2_cols.sum() / self.n ** 2)
         return float((self.K ** 2).sum() / self.n ** 2)
 
     def trace_sigma1_G(self) -> float:
         """Tr(Σ₁ G) = ‖A Gradsᵀ‖_F²/n² − ‖Aḡ‖²/n."""
+        if self._trSG is None and self.side == "parameters":
+            # Tr(Σ₁G) = ⟨Grads M, Grads⟩/n² − ḡᵀMḡ/n with M = AᵀA (p×p)
+            GM = self.grads @ self.M
+            gbar = self.gbar
+            self._trSG = float(_sum_squares_weighted(GM, self.grads) / self.n ** 2 - gbar @ (self.M @ gbar) / self.n)
         if self._trSG is None:
             if self._e is not None:
                 # square loss: A Gradsᵀ = K diag(e), so ‖A Gradsᵀ‖_F² = Σ_j e_j² Σ_i K_ij² and Aḡ = Ke/n
@@ -396,8 +422,31 @@ class NoiseGeometry:
         return self._trSG
 
     # ----- metrics ------------------------------------------------------
-    def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None) -> float:
+    def _scale(self, normalization: str) -> float:
+        if normalization == "loss":
+            return 2 * self.loss
+        if normalization == "fisher":
+            return 1.0
+        raise ValueError(f"normalization must be 'loss' or 'fisher', got {normalization!r}")
+
+    @staticmethod
+    def _finite(value, what: str):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{what} is not finite: the Gram products overflowed float64 (X or y too large: "
+                             f"‖G‖_F² grows like the fourth power of their scale); rescale X and y")
+        return value
+
+    def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None,
+           normalization: str = "loss") -> float:
         """Average alignment μ = Tr(Σ₁C) / (2L ‖C‖_F²) with C = G (default) or C = H.
+
+        Noise exactly aligned with the curvature, Σ₁ = 2L·G, gives μ = 1: the square loss's
+        scale, where 2L is the mean squared residual. For the cross-entropy that
+        normalisation makes μ grow like 1/L as training lowers the loss (it is not a scale of
+        the cross-entropy's noise); use ``normalization='fisher'``, μ_F = Tr(Σ₁G)/‖G‖_F².
+        For labels drawn from the model's own predictive distribution G is the Fisher
+        matrix, E Σ₁ = (1 − 1/n) G, and μ_F → 1 as n grows; μ_F < 1 means less noise along
+        the curvature than the model's own predictions would make.
 
         Parameters
         ----------
@@ -408,12 +457,15 @@ class NoiseGeometry:
             ‖C‖_F² when ``curvature`` is given. If omitted it is computed exactly
             with p products, allowed for p ≤ 4096; pass a Hutchinson estimate
             (:func:`noisegeom.hutchinson`) for larger p.
+        normalization : {'loss', 'fisher'}
+            Divide by 2L (default, the book's μ) or not (μ_F, for the cross-entropy).
         """
+        scale = self._scale(normalization)
         if curvature is None:
-            fro = self.frobenius2_G()
+            fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
             if fro == 0:
                 raise ValueError("G = 0 (all per-sample Jacobians vanish): μ is undefined")
-            return self.trace_sigma1_G() / (2 * self.loss * fro)
+            return self._finite(self.trace_sigma1_G() / (scale * fro), "μ")
         op = self._check_operator(curvature)
         cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
         HC = op @ cols
@@ -427,14 +479,18 @@ class NoiseGeometry:
             frobenius2 = float(sum(((op @ eye[:, j:j + 256]) ** 2).sum() for j in range(0, self.p, 256)))
         if not frobenius2 > 0:
             raise ValueError(f"frobenius2 must be > 0, got {frobenius2}")
-        return tr / (2 * self.loss * float(frobenius2))
+        return self._finite(tr / (scale * float(frobenius2)), "μ")
 
-    def mu_isotropic(self) -> float:
-        """μ of isotropic noise with the same trace: Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²)."""
-        fro = self.frobenius2_G()
+    def mu_isotropic(self, *, normalization: str = "loss") -> float:
+        """μ of isotropic noise with the same trace: Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²).
+
+        ``normalization='fisher'`` drops the 2L, as in :meth:`mu`.
+        """
+        scale = self._scale(normalization)
+        fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
         if fro == 0:
             raise ValueError("G = 0: the isotropic baseline is undefined")
-        return self.trace_sigma1() * self.trace_G() / (self.p * 2 * self.loss * fro)
+        return self._finite(self.trace_sigma1() * self.trace_G() / (self.p * scale * fro), "μ_iso")
 
     def zhu_indicator(self) -> float:
         """Tr(Σ₁G) / (Tr G · Tr Σ₁ / p), the indicator of Zhu et al. (2019); equals μ/μ_iso."""
@@ -487,7 +543,7 @@ class NoiseGeometry:
                 "g is undefined along a direction of zero or negative curvature")
         return num, den
 
-    def g(self, v, curvature: LinearOperator | None = None):
+    def g(self, v, curvature: LinearOperator | None = None, *, normalization: str = "loss"):
         """Directional alignment g(θ; v) = vᵀΣ₁v / (2L · vᵀGv) for one or several directions.
 
         Parameters
@@ -496,28 +552,80 @@ class NoiseGeometry:
             A direction, or k directions as columns (need not be normalised).
         curvature : LinearOperator, optional
             Use vᵀHv instead of vᵀGv.
+        normalization : {'loss', 'fisher'}
+            Divide by 2L (default) or not, as in :meth:`mu`.
 
         Returns
         -------
         float or numpy.ndarray of shape (k,)
         """
+        scale = self._scale(normalization)
         single = as_tensor(v, "v", ndim=(1, 2)).ndim == 1
         V = self._directions(v, "v")
         num, den = self._quadratic_forms(V, curvature, "v")
-        out = (num / (2 * self.loss * den)).numpy()
+        out = self._finite((num / (scale * den)).numpy(), "g")
         return float(out[0]) if single else out
 
-    def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8) -> float:
+    def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8,
+                   normalization: str = "loss") -> float:
         """Subspace alignment g(θ; V) = Tr(VᵀΣ₁V) / (2L Tr(VᵀGV)), V with orthonormal columns.
 
         This extension of the directional metric to a subspace is the book's own.
+        ``normalization='fisher'`` drops the 2L, as in :meth:`mu`.
         """
+        scale = self._scale(normalization)
         V = self._directions(V, "V")
         gram = V.T @ V
         if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype), atol=atol):
             raise ValueError("V must have orthonormal columns (VᵀV = I); orthonormalise it, e.g. with QR")
         num, den = self._quadratic_forms(V, curvature, "V")
-        return float(num.sum() / (2 * self.loss * den.sum()))
+        return self._finite(float(num.sum() / (scale * den.sum())), "g(V)")
+
+    # ----- eigenpairs of G -----------------------------------------------
+    def top_eigenpairs(self, k: int = 1) -> Eigenpairs:
+        """The k largest eigenpairs of G = AᵀA/n, from whichever side is smaller.
+
+        With p ≤ n·k' (k' outputs per sample) ``eigh`` of the p×p matrix AᵀA/n; otherwise
+        ``eigh`` of the Gram AAᵀ/n (n·k'×n·k') and u_j = Aᵀw_j/√(n λ_j): the same non-zero
+        eigenpairs, and J is never needed beyond products Aᵀw (a factored J never writes it
+        out). Residuals ‖Gu_j − λ_j u_j‖ are computed with two more products per pair.
+
+        Parameters
+        ----------
+        k : int
+            1 ≤ k ≤ min(p, n·k'); on the Gram side the pairs must have λ_j > 0.
+
+        Returns
+        -------
+        Eigenpairs
+            ``values`` (largest first), ``vectors`` (p, k) orthonormal, ``residuals``.
+        """
+        rows = self._factored.shape[0] if self._factor is None else self._factor.shape[0]
+        k = check_int(k, "k", low=1, high=min(self.p, rows))
+        if self.side == "parameters":
+            vals, vecs = torch.linalg.eigh(self.M / self.n)
+            vals, U = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+        else:
+            vals, W = torch.linalg.eigh(self.K / self.n)
+            vals, W = vals.flip(0)[:k], W.flip(1)[:, :k]
+            # an eigenvalue at rounding level (relative to the largest) is a zero of G
+            nonzero = vals > 1e-12 * max(float(vals[0]), 0.0)
+            if not bool(nonzero.all()):
+                raise ValueError(f"k = {k} asks for more eigenpairs than G has non-zero eigenvalues "
+                                 f"({int(nonzero.sum())} of the top {k} are above rounding)")
+            U = self._factor_T_times(W) / torch.sqrt(self.n * vals)[None, :]
+        # sign convention of noisegeom.top_eigenpairs: the largest entry of each vector is positive
+        idx = U.abs().argmax(0)
+        U = U * torch.sign(U[idx, torch.arange(k)])[None, :]
+        GU = self._factor_T_times(self.factor_times(U)) / self.n
+        res = torch.linalg.vector_norm(GU - U * vals[None, :], dim=0)
+        return Eigenpairs(values=vals.numpy().copy(), vectors=U.numpy().copy(), residuals=res.numpy().copy())
+
+    def _factor_T_times(self, W: torch.Tensor) -> torch.Tensor:
+        """Aᵀ W for W of shape (n·k', m)."""
+        if self._factor is None:
+            return torch.stack([self._factored.rmatvec(W[:, j]) for j in range(W.shape[1])], 1)
+        return self._factor.T @ W
 
     # ----- operators and dense matrices ---------------------------------
     def sigma_operator(self, batch_size: int | None = None, *, replacement: bool = False) -> LinearOperator:

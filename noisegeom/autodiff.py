@@ -62,7 +62,32 @@ def _check_inputs(model, theta, X, y=None, loss="mse"):
             y = as_tensor(y, "y")
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one entry per sample: X has {X.shape[0]} rows, y has shape {tuple(y.shape)}")
+        y = _check_targets(model, theta, X, y, loss)
     return theta, X, y
+
+
+def _check_targets(model, theta, X, y, loss):
+    """y against the model's outputs on one sample: its shape (a scalar model's (n, 1) targets
+    become (n,), never broadcast against (n,) outputs) or, for the cross-entropy, its label range."""
+    try:
+        with torch.no_grad():
+            out = model.forward(theta, X[:1])
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ValueError(f"X of shape {tuple(X.shape)} does not fit the model: {exc}") from exc
+    if loss == "cross_entropy":
+        if out.ndim != 2:
+            raise ValueError(f"loss='cross_entropy' needs k class scores per sample, outputs of shape (n, k); "
+                             f"the model gives {tuple(out.shape[1:]) or 'one number'} per sample")
+        if y.numel() and int(y.max()) >= out.shape[1]:
+            raise ValueError(f"y must hold class labels 0, ..., {out.shape[1] - 1} for loss='cross_entropy' "
+                             f"(the model has {out.shape[1]} outputs), got {int(y.max())}")
+        return y
+    if out.ndim == 1 and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if tuple(y.shape[1:]) != tuple(out.shape[1:]):
+        raise ValueError(f"y must have shape {(X.shape[0],) + tuple(out.shape[1:])} like the model's outputs "
+                         f"(or (n, 1) for a scalar model), got {tuple(y.shape)}")
+    return y
 
 
 def loss_name(loss) -> str:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import noisegeom as ng
-from _fixtures import (dense_loss_hessian, dense_sigma1, loop_ggn, loop_outputs, loop_per_sample_gradients,
+from _fixtures import (DT, dense_loss_hessian, dense_sigma1, loop_ggn, loop_jacobian, loop_outputs,
+                       loop_per_sample_gradients,
                        models_for_tests, random_theta, sample_loss_of_output)
 
 # forward-mode AD (the HVPs) makes torch import its jit decompositions once, which warns
@@ -366,7 +367,7 @@ def test_from_module_bad_inputs():
         ng.NoiseGeometry.from_module(module, X, y, loss="hinge")
     with pytest.raises(ValueError, match="label smoothing"):
         ng.NoiseGeometry.from_module(cnn, Xc, labels, loss=torch.nn.CrossEntropyLoss(label_smoothing=0.1))
-    with pytest.raises(ValueError, match=r"y must have shape \(20,\)"):
+    with pytest.raises(ValueError, match=r"y must have one entry per sample"):
         ng.NoiseGeometry.from_module(module, X, y[:5])
     with pytest.raises(ValueError, match=r"y must have shape \(20,\)"):
         ng.NoiseGeometry.from_module(module, X, torch.randn(20, 3))
@@ -381,3 +382,118 @@ def test_from_module_bad_inputs():
     frozen = torch.nn.Linear(4, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no parameters with requires_grad"):
         ng.NoiseGeometry.from_module(frozen, X, y)
+
+
+def test_cross_entropy_fisher_normalisation_tends_to_one_for_the_models_own_labels():
+    """Labels drawn from the model's predictive distribution: G (the generalized Gauss–Newton matrix
+    of the cross-entropy) is then the Fisher matrix and E Σ₁ = (1 − 1/n) G exactly, because
+    E_y[(s − e_y)(s − e_y)ᵀ] = diag(s) − ssᵀ and E ḡḡᵀ = G/n. So E μ_F = 1 − 1/n, and μ_F → 1.
+    Monte Carlo over label draws at fixed inputs and θ, within 4 standard errors; the spread
+    shrinks like 1/√n."""
+    model = ng.mlp([4, 3], seed=0)                                     # softmax regression, p = 15
+    theta = random_theta(model, seed=1, scale=1.0)
+    gen = torch.Generator().manual_seed(2)
+    spread = {}
+    for n, draws in ((60, 60), (600, 60)):
+        X = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+        probs = torch.softmax(model(theta, X), dim=1)
+        mus = []
+        for _ in range(draws):
+            labels = torch.multinomial(probs, 1, generator=gen)[:, 0]
+            geo = ng.NoiseGeometry.from_model(model, theta, X, labels, loss="cross_entropy")
+            mu_f = geo.mu(normalization="fisher")
+            assert mu_f == pytest.approx(2 * geo.loss * geo.mu(), rel=1e-12)   # the two scales differ by 2L
+            mus.append(mu_f)
+        mus = np.array(mus)
+        se = mus.std(ddof=1) / np.sqrt(draws)
+        assert abs(mus.mean() - (1 - 1 / n)) < 4 * se, (n, mus.mean(), se)
+        spread[n] = mus.std(ddof=1)
+    assert spread[600] < spread[60] / 2                                # about √10 ≈ 3.2 times smaller
+    assert abs(np.median(mus) - 1) < 0.1
+
+
+def test_normalization_argument():
+    model, X, y = ng.linear_model(3), torch.randn(8, 3, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    geo = ng.NoiseGeometry.from_model(model, torch.ones(3, dtype=torch.float64), X, y)
+    v = torch.tensor([1.0, 0.5, -1.0], dtype=torch.float64)
+    for name in ("mu", "mu_isotropic"):
+        assert getattr(geo, name)(normalization="fisher") == pytest.approx(2 * geo.loss * getattr(geo, name)(), rel=1e-12)
+    assert geo.g(v, normalization="fisher") == pytest.approx(2 * geo.loss * geo.g(v), rel=1e-12)
+    with pytest.raises(ValueError, match="normalization must be 'loss' or 'fisher'"):
+        geo.mu(normalization="2L")
+
+
+# ------------------------------------------------------------------ the p×p side and G's eigenpairs
+
+def _side_cases():
+    g = torch.Generator().manual_seed(5)
+    clf = ng.mlp([4, 5, 3], seed=0)                                   # p = 43 < n·k = 150
+    Xc = torch.randn(50, 4, generator=g, dtype=DT)
+    two = ng.mlp([4, 3, 2], seed=1)                                   # p = 23 < n·k = 100
+    net = ng.two_layer_net(3, 4, seed=2)                              # p = 12 < n = 40
+    Xn = torch.randn(40, 3, generator=g, dtype=DT)
+    return [("cross_entropy", clf, Xc, torch.randint(0, 3, (50,), generator=g), "cross_entropy"),
+            ("two_outputs", two, Xc, torch.randn(50, 2, generator=g, dtype=DT), "mse"),
+            ("scalar", net, Xn, torch.sin(Xn[:, 0]), "mse")]
+
+
+@pytest.mark.parametrize("case", _side_cases(), ids=lambda c: c[0])
+def test_auto_takes_the_parameter_side_when_p_is_smaller_and_both_sides_agree(case):
+    _, model, X, y, loss = case
+    theta = random_theta(model, seed=3)
+    auto = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss)
+    gram = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss, route="jacobian")
+    assert (auto.route, auto.side, gram.side) == ("parameters", "parameters", "samples")
+    for name in ("mu", "mu_isotropic", "zhu_indicator", "trace_sigma1", "trace_G", "frobenius2_G"):
+        assert close(getattr(auto, name)(), getattr(gram, name)(), 1e-11), name
+    assert auto._K is None and gram._M is None                        # each side formed only its own matrix
+    # and against the p×p definitions
+    G = loop_ggn(model, theta, X, y, loss)
+    S1 = dense_sigma1(loop_per_sample_gradients(model, theta, X, y, loss))
+    L2 = 2 * ng.loss_value(model, theta, X, y, loss=loss)
+    assert close(auto.mu(), float(np.sum(S1 * G.numpy())) / (L2 * float((G ** 2).sum())), 1e-9)
+
+
+def _dense_top(G, k):
+    vals, vecs = torch.linalg.eigh(G)
+    return vals.flip(0)[:k].numpy(), vecs.flip(1)[:, :k].numpy()
+
+
+@pytest.mark.parametrize("route", ["auto", "factored", "jacobian", "parameters"])
+def test_top_eigenpairs_of_G_from_either_side_match_eigh_of_the_dense_matrix(route):
+    g = torch.Generator().manual_seed(7)
+    model = ng.two_layer_net(5, 12, seed=3)                           # p = 60 > n = 25
+    X = torch.randn(25, 5, generator=g, dtype=DT)
+    y = torch.sin(X[:, 0])
+    theta = random_theta(model, seed=4)
+    geo = ng.NoiseGeometry.from_model(model, theta, X, y, route=route)
+    J = loop_jacobian(model, theta, X)
+    vals, vecs = _dense_top(J.T @ J / 25, 6)
+    ep = geo.top_eigenpairs(6)
+    assert np.allclose(ep.values, vals, rtol=1e-10, atol=1e-14)
+    assert np.allclose(np.abs((ep.vectors * vecs).sum(0)), 1.0, atol=1e-9)       # the same directions
+    assert np.allclose(ep.vectors.T @ ep.vectors, np.eye(6), atol=1e-10)
+    assert ep.residuals.max() < 1e-10 * vals[0]
+    assert (ep.vectors[np.abs(ep.vectors).argmax(0), range(6)] > 0).all()
+    with pytest.raises(ValueError, match="k must be <= 25"):
+        geo.top_eigenpairs(26)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        geo.top_eigenpairs(2.5)
+
+
+def test_top_eigenpairs_on_the_parameter_side_and_too_many_pairs():
+    _, model, X, y, loss = _side_cases()[0]
+    theta = random_theta(model, seed=3)
+    geo = ng.NoiseGeometry.from_model(model, theta, X, y, loss=loss)
+    assert geo.side == "parameters"
+    vals, vecs = _dense_top(loop_ggn(model, theta, X, y, loss), 4)
+    ep = geo.top_eigenpairs(4)
+    assert np.allclose(ep.values, vals, rtol=1e-10) and ep.residuals.max() < 1e-10 * vals[0]
+    # a rank-deficient G seen from the Gram side: more pairs than non-zero eigenvalues is an error
+    lin = ng.linear_model(5)
+    Xl = torch.randn(4, 5, dtype=DT)
+    Xl[3] = Xl[2]                                                     # rank 3: G has 3 non-zero eigenvalues
+    geo = ng.NoiseGeometry.from_model(lin, torch.ones(5, dtype=DT), Xl, torch.zeros(4, dtype=DT))
+    assert geo.side == "samples" and np.isfinite(geo.top_eigenpairs(3).values).all()
+    with pytest.raises(ValueError, match="non-zero eigenvalues"):
+        geo.top_eigenpairs(4)

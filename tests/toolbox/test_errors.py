@@ -76,10 +76,11 @@ CASES = {
                             TypeError, r"y must hold integer class labels"),
     "psg chunk": (lambda: ng.per_sample_gradients(LIN, TH, X, Y, chunk_size=0), ValueError,
                   r"chunk_size must be >= 1"),
-    "residuals shape": (lambda: ng.residuals(LIN, TH, X, Y[:, None]), ValueError,
-                        r"y must have the shape of the model output \(6,\)"),
+    "residuals shape": (lambda: ng.residuals(LIN, TH, X, Y[:, None].repeat(1, 2)), ValueError,
+                        r"y must have shape \(6,\) like the model's outputs \(or \(n, 1\) for a scalar model\), "
+                        r"got \(6, 2\)"),
     "losses shape": (lambda: ng.per_sample_losses(MLP, MLP.theta0, X, Y), ValueError,
-                     r"y must have the shape of the model output \(6, 3\)"),
+                     r"y must have shape \(6, 3\) like the model's outputs"),
     "jacobian chunk": (lambda: ng.jacobian(LIN, TH, X, chunk_size=-1), ValueError, r"chunk_size must be >= 1"),
     "jacobian empty X": (lambda: ng.jacobian(LIN, TH, X[:0]), ValueError, r"X must hold at least one sample"),
     "ggn ce scalar": (lambda: ng.ggn_factor(LIN, TH, X, torch.zeros(6, dtype=torch.long), loss="cross_entropy"),
@@ -255,3 +256,40 @@ def test_huge_finite_values_are_not_mistaken_for_non_finite():
     assert torch.isfinite(X).all() and X.abs().max() > 1e150
     with pytest.raises(ValueError, match=r"spectrum contains non-finite"):
         ng.gaussian_inputs(4, [1.5e308, 1.5e308, np.inf])
+
+
+# ------------------------------------------------------------------ cases that used to pass silently
+
+def test_scalar_targets_as_a_column_are_the_targets_not_a_broadcast():
+    # (n, 1) targets against (n,) outputs once broadcast to an n×n residual; now they are the targets
+    model = ng.two_layer_net(3, 4, seed=0)
+    Xs = ng.gaussian_inputs(12, np.ones(3), seed=1)
+    ys = model(model.theta0 * 1.1, Xs)
+    assert torch.equal(ng.residuals(model, model.theta0, Xs, ys[:, None]), ng.residuals(model, model.theta0, Xs, ys))
+    a = ng.simulate(model, Xs, ys[:, None], model.theta0, eta=0.2, steps=20, batch_size=4, seed=2)
+    b = ng.simulate(model, Xs, ys, model.theta0, eta=0.2, steps=20, batch_size=4, seed=2)
+    assert np.array_equal(a.loss, b.loss)
+    assert a.loss[0, 0] == pytest.approx(ng.loss_value(model, model.theta0, Xs, ys), rel=1e-12)
+
+
+def test_overflow_loss_sign_chunk_size_n_one_and_labels_get_clear_errors():
+    model = ng.linear_model(3)
+    Xs = ng.gaussian_inputs(10, np.ones(3), seed=0)
+    ys = torch.ones(10, dtype=torch.float64)
+    theta = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="‖G‖_F² is not finite.*rescale X and y"):
+        ng.NoiseGeometry.from_model(model, theta, 1e150 * Xs, ys).mu()
+    with pytest.raises(ValueError, match=r"loss must be >= 0.*got -1\.0"):
+        ng.NoiseGeometry(torch.ones(3, 2), torch.ones(3, 2), -1.0)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        ng.NoiseGeometry.from_model(model, theta, Xs, ys, chunk_size=0)
+    with pytest.raises(ValueError, match="need n >= 2 samples"):
+        ng.NoiseGeometry.from_model(model, theta, Xs[:1], ys[:1] + 5)
+    clf = ng.mlp([3, 4], seed=0)
+    for labels, match in ((torch.full((10,), -100), "-100"), (torch.full((10,), -1), r"got -1"),
+                          (torch.full((10,), 4), r"labels 0, \.\.\., 3 .*got 4")):
+        with pytest.raises(ValueError, match=match):
+            ng.per_sample_gradients(clf, clf.theta0, Xs, labels, loss="cross_entropy")
+    with pytest.raises(ValueError, match="does not fit the model"):
+        ng.per_sample_gradients(clf, clf.theta0, torch.ones(10, 5, dtype=torch.float64), torch.zeros(10, dtype=torch.long),
+                                loss="cross_entropy")

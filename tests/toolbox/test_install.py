@@ -43,13 +43,22 @@ def test_the_wheel_requires_numpy_scipy_torch_and_puts_the_rest_in_the_book_extr
 
 
 SLIM = textwrap.dedent(f"""
-    import importlib, sys
+    import importlib, importlib.abc, importlib.machinery, sys
+
+    class _Missing(importlib.abc.Loader):
+        # importing the module fails as it would where it is not installed
+        def create_module(self, spec):
+            raise ImportError(f"No module named {{spec.name!r}}", name=spec.name)
+
+        def exec_module(self, module):
+            pass
 
     class _NotInstalled:
-        # what an environment without the extra looks like to an import
+        # the extras, as an environment without them meets them: found by torch's probes of
+        # what is installed (find_spec), failing when imported
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in {EXTRAS!r}:
-                raise ImportError(f"No module named {{name!r}}", name=name)
+                return importlib.machinery.ModuleSpec(name, _Missing())
 
     sys.meta_path.insert(0, _NotInstalled())
     import torch
