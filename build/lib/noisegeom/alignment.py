@@ -109,8 +109,8 @@ class NoiseGeometry:
         if factor.shape[0] % n:
             raise ValueError(f"factor must have a multiple of n = {n} rows, got {factor.shape[0]}")
         if n < 2:
-            raise ValueError(f"need n >= 2 samples: with n = {n} the noise covariance Σ₁ is zero and the "
-                             f"alignment metrics are 0/0")
+            raise ValueError(f"need n >= 2 samples (rows of X, or of grads and J): with n = {n} the noise "
+                             f"covariance Σ₁ is zero and the alignment metrics are 0/0")
         loss = float(loss)
         check_loss_positive(loss)
         self.n, self.p, self.loss = n, p, loss
@@ -180,9 +180,9 @@ class NoiseGeometry:
         if loss == "mse" and route in ("auto", "factored") and not prefer_parameters:
             try:
                 fj = factored_jacobian(model, theta, X)
-            except NotFactorableError:
+            except NotFactorableError as exc:
                 if route == "factored":
-                    raise
+                    raise NotFactorableError(f"route='factored' does not apply to this model: {exc}") from exc
             else:
                 _, _, y = _check_inputs(model, theta, X, y)
                 if y.shape != fj.outputs.shape:
@@ -271,6 +271,11 @@ class NoiseGeometry:
         work = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)
         model = FlatModel(work)
         theta = model.theta0
+        try:
+            with torch.no_grad():
+                model.forward(theta, X[:1])
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ValueError(f"X of shape {tuple(X.shape)} does not fit the module: {exc}") from exc
         reason = probe_per_sample(model, theta, X)
         if reason:
             raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")

@@ -60,20 +60,22 @@ def _check_inputs(model, theta, X, y=None, loss="mse"):
                                  f"(torch's ignore_index -100 is not supported: leave those samples out)")
         else:
             y = as_tensor(y, "y")
-        if y.shape[0] != X.shape[0]:
+        if y.ndim == 0 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one entry per sample: X has {X.shape[0]} rows, y has shape {tuple(y.shape)}")
-        y = _check_targets(model, theta, X, y, loss)
-    return theta, X, y
-
-
-def _check_targets(model, theta, X, y, loss):
-    """y against the model's outputs on one sample: its shape (a scalar model's (n, 1) targets
-    become (n,), never broadcast against (n,) outputs) or, for the cross-entropy, its label range."""
+    # one sample through the model: X that does not fit it is reported here, not deep in torch
     try:
         with torch.no_grad():
             out = model.forward(theta, X[:1])
     except (RuntimeError, ValueError, IndexError) as exc:
         raise ValueError(f"X of shape {tuple(X.shape)} does not fit the model: {exc}") from exc
+    if y is not None:
+        y = _check_targets(X, y, loss, out)
+    return theta, X, y
+
+
+def _check_targets(X, y, loss, out):
+    """y against the model's outputs on one sample, ``out``: its shape (a scalar model's (n, 1)
+    targets become (n,), never broadcast against (n,) outputs) or, for the cross-entropy, its labels."""
     if loss == "cross_entropy":
         if out.ndim != 2:
             raise ValueError(f"loss='cross_entropy' needs k class scores per sample, outputs of shape (n, k); "

@@ -80,7 +80,7 @@ def probe_per_sample(model: "FlatModel", theta: torch.Tensor, X: torch.Tensor, f
 
     The outputs of the first samples must not change between two evaluations (else the
     model is random) nor when the rest of the batch is left out (else it couples the
-    samples, as batch statistics do). :func:`check_per_sample` names the known culprits;
+    samples, as batch statistics do). :func:`~noisegeom.models.check_per_sample` names the known culprits;
     this catches the others. ``full``: the outputs on all of X, if already computed.
     """
     m = min(int(X.shape[0]), 3)

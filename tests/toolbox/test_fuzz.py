@@ -1,0 +1,287 @@
+"""Property-based tests (hypothesis) of the toolbox's entry points on generated inputs.
+
+Strategies draw shapes (n = 1 included), dtypes, values (normal, huge, nan, inf), zero loss,
+batch and chunk sizes, label ranges, losses given as strings or torch modules, and models
+with one or several outputs. The property, for every call: it returns finite numbers of the
+promised shapes, or it raises a ``ValueError`` or ``TypeError`` whose message names one of
+the call's arguments, from noisegeom's own code (never an error from inside torch, never a
+silent ``nan``, never a broadcast). Each test runs ``EXAMPLES`` generated cases: more than
+1,000 per ``make test`` in all. The database is off and the run derandomised, so that a
+run is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import traceback
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import noisegeom as ng
+
+EXAMPLES = 300
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _raised_by_noisegeom(exc: BaseException) -> bool:
+    """The innermost frame of the traceback is noisegeom's own code (not torch, numpy or scipy)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "/noisegeom/" in frames[-1].filename.replace("\\", "/")
+
+
+def _names(message: str, argnames) -> bool:
+    return any(re.search(rf"(?<![\w.]){re.escape(a)}(?!\w)", message) for a in argnames)
+
+
+def check_call(call, argnames):
+    """Run ``call``: a finite result, or a clear ValueError/TypeError naming an argument."""
+    try:
+        out = call()
+    except (ValueError, TypeError) as exc:
+        assert _raised_by_noisegeom(exc), "".join(traceback.format_exception(exc))
+        assert _names(str(exc), argnames), f"{type(exc).__name__} names none of {argnames}: {exc}"
+        event(f"refused: {type(exc).__name__}")
+        return None
+    event("computed")
+    values = (out.values, out.vectors, out.residuals) if isinstance(out, ng.Eigenpairs) else \
+        out if isinstance(out, tuple) else (out,)
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().numpy()
+        if isinstance(value, (float, int, np.ndarray, np.floating)):
+            assert np.all(np.isfinite(value)), f"non-finite result {value}"
+    return out
+
+
+# ------------------------------------------------------------------ strategies
+
+SPECIAL = st.sampled_from([0.0, 1e150, -1e300, math.nan, math.inf, -math.inf, 1e-300])
+
+
+@st.composite
+def arrays(draw, shape, *, special: float = 0.1, dtype=None):
+    """A tensor of the given shape: normal entries, some of them huge, tiny or non-finite."""
+    dtype = dtype or draw(st.sampled_from([torch.float64, torch.float32]))
+    seed = draw(st.integers(0, 2 ** 16))
+    t = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if t.numel() and draw(st.floats(0, 1)) < special:
+        flat = t.reshape(-1)
+        flat[draw(st.integers(0, flat.numel() - 1))] = draw(SPECIAL)
+    return t.to(dtype)
+
+
+def _mlp(d, k, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, 3), torch.nn.Tanh(), torch.nn.Linear(3, k))
+
+
+# Each strategy draws a valid problem and then, about half the time, one fault of a list: so
+# that both the computation and every refusal are exercised.
+FAULT = st.one_of(st.none(), st.integers(0, 12))
+
+
+@st.composite
+def module_problems(draw):
+    """A plain module, data, targets and a loss, valid or with one fault."""
+    n = draw(st.integers(2, 7))
+    d = draw(st.integers(1, 3))
+    k = draw(st.sampled_from([1, 2, 3]))
+    ce = k > 1 and draw(st.booleans())
+    loss = draw(st.sampled_from(["cross_entropy", torch.nn.CrossEntropyLoss()] if ce else
+                                ["mse", torch.nn.MSELoss()]))
+    module = _mlp(d, k, draw(st.integers(0, 99)))
+    X = draw(arrays((n, d), special=0.0))
+    if ce:
+        y = torch.tensor(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    else:
+        y = draw(arrays(draw(st.sampled_from([(n, k)] if k > 1 else [(n,), (n, 1)])), special=0.0))
+    route = draw(st.sampled_from(["auto", "jacobian", "parameters"] + (["factored"] if k == 1 else [])))
+    chunk = draw(st.sampled_from([None, 1, 3]))
+    fault = draw(FAULT)
+    if fault == 0:
+        X, y = X[:1], y[:1]                                   # n = 1
+    elif fault == 1:
+        X = draw(arrays((n, d + 1), special=0.0))            # X of the wrong width
+    elif fault == 2:
+        X = draw(arrays((n, d), special=1.0))                # huge, tiny or non-finite entries
+    elif fault == 3 and not ce:
+        y = draw(arrays((n, k + 1), special=0.0))            # y of the wrong shape
+    elif fault == 4 and not ce:
+        y = draw(arrays(tuple(y.shape), special=1.0))
+    elif fault == 5 and ce:
+        y = y.clone()
+        y[0] = draw(st.sampled_from([-100, -1, k, k + 3]))   # labels out of range
+    elif fault == 6 and ce:
+        y = y.double()
+    elif fault == 7:
+        loss = draw(st.sampled_from(["hinge", 3, torch.nn.L1Loss(), torch.nn.CrossEntropyLoss(label_smoothing=0.1)]))
+    elif fault == 8:
+        route = draw(st.sampled_from(["gram", "factored"]))
+    elif fault == 9:
+        chunk = draw(st.sampled_from([0, -1, 2.5]))
+    elif fault == 10 and not ce:                              # zero loss: y = f(X)
+        with torch.no_grad():
+            y = module(X.float()).reshape(y.shape).double()
+    elif fault == 11:
+        y = y[:-1]
+    elif fault == 12:
+        X = 1e150 * X.double()
+    # the module and the data on one of the devices at hand (the metrics come back computed on the CPU)
+    device = draw(st.sampled_from(DEVICES))
+    return module.to(device), X.to(device), y.to(device), loss, route, chunk
+
+
+@SETTINGS
+@given(module_problems(), st.integers(-1, 5), st.sampled_from(["loss", "fisher", "bad"]))
+def test_from_module_and_the_metrics_on_generated_problems(problem, k, normalization):
+    module, X, y, loss, route, chunk = problem
+    state = {key: v.clone() for key, v in module.state_dict().items()}
+    args = ("module", "X", "y", "loss", "route", "chunk_size", "k", "normalization")
+    geo = check_call(lambda: ng.NoiseGeometry.from_module(module, X, y, loss=loss, route=route, chunk_size=chunk),
+                     args)
+    assert all(torch.equal(state[key], v) for key, v in module.state_dict().items())
+    if geo is None:
+        return
+    check_call(lambda: geo.mu(normalization=normalization), args)
+    check_call(lambda: geo.mu_isotropic(normalization=normalization), args)
+    check_call(lambda: geo.g(torch.ones(geo.p), normalization=normalization), args + ("v",))
+    pairs = check_call(lambda: geo.top_eigenpairs(k), args)
+    if pairs is not None:
+        assert pairs.vectors.shape == (geo.p, k) and np.all(np.diff(pairs.values) <= 0)
+
+
+@st.composite
+def simulations(draw):
+    n = draw(st.integers(2, 6))
+    d = draw(st.integers(1, 3))
+    model = draw(st.sampled_from([ng.two_layer_net(d, 2, seed=1), ng.linear_model(d, init_scale=1.0, seed=2),
+                                  ng.mlp([d, 2, 2], seed=3)]))
+    k = 2 if isinstance(model.module, torch.nn.Module) and model.p == ng.mlp([d, 2, 2]).p else 1
+    X = draw(arrays((n, d), special=0.0))
+    y = draw(arrays((n, k) if k > 1 else draw(st.sampled_from([(n,), (n, 1)])), special=0.0))
+    seeds = draw(st.sampled_from([1, 2]))
+    theta0 = draw(st.sampled_from([model.theta0, model.theta0.expand(seeds, -1)]))
+    eta = draw(st.one_of(st.floats(0.01, 0.5), st.just(np.full(3, 0.1))))
+    steps = 3
+    batch = draw(st.sampled_from([None, 1, n]))
+    fault = draw(FAULT)
+    if fault == 0:
+        eta = draw(st.sampled_from([0.0, -1.0, math.nan, math.inf, np.full(2, 0.1)]))
+    elif fault == 1:
+        steps = draw(st.sampled_from([0, -2]))
+    elif fault == 2:
+        batch = draw(st.sampled_from([0, n + 1, 1.5]))
+    elif fault == 3:
+        seeds = 0
+    elif fault == 4:
+        y = draw(arrays((n + 1,), special=0.0))
+    elif fault == 5:
+        y = draw(arrays((n, k + 1), special=0.0))
+    elif fault == 6:
+        X = draw(arrays((n, d), special=1.0))
+    elif fault == 7:
+        theta0 = model.theta0[:1]
+    elif fault == 8:
+        eta = 1e6                                         # diverges: reported, frozen, not an error
+    elif fault == 9:
+        X, y = X[:1], y[:1]
+    return model, X, y, theta0, eta, steps, batch, seeds
+
+
+@SETTINGS
+@given(simulations(), st.sampled_from([1, 2, 0]))
+def test_simulate_on_generated_problems(problem, record_every):
+    model, X, y, theta0, eta, steps, batch, seeds = problem
+    args = ("model", "X", "y", "theta0", "eta", "steps", "batch_size", "n_seeds", "record_every", "loss")
+
+    def run():
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)    # a diverging run is reported, not an error
+            tr = ng.simulate(model, X, y, theta0, eta=eta, steps=steps, batch_size=batch, n_seeds=seeds,
+                             record_every=record_every)
+        assert tr.loss.shape[1] == tr.final_theta.shape[0]
+        return tr.loss[0]                                    # the start is finite or the inputs were refused
+    check_call(run, args)
+
+
+@st.composite
+def autodiff_calls(draw):
+    n = draw(st.integers(1, 6))
+    d = draw(st.integers(1, 3))
+    k = draw(st.sampled_from([1, 3]))
+    model = ng.mlp([d, 2, k], seed=draw(st.integers(0, 9))) if k > 1 else ng.two_layer_net(d, 2, seed=0)
+    theta = draw(arrays((model.p,), special=0.0, dtype=torch.float64))
+    X = draw(arrays((n, d), special=0.0))
+    loss = draw(st.sampled_from(["mse", "cross_entropy"] if k > 1 else ["mse"]))
+    if loss == "cross_entropy":
+        y = torch.tensor(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    else:
+        y = draw(arrays((n, k) if k > 1 else draw(st.sampled_from([(n,), (n, 1)])), special=0.0))
+    chunk = draw(st.sampled_from([None, 1, 4]))
+    fault = draw(FAULT)
+    if fault == 0:
+        theta = draw(arrays((model.p + 1,), special=0.0))
+    elif fault == 1:
+        theta = draw(arrays((model.p,), special=1.0))
+    elif fault == 2:
+        X = draw(arrays((n, d + 2), special=0.0))
+    elif fault == 3:
+        X = draw(arrays((n, d), special=1.0))
+    elif fault == 4:
+        y = draw(arrays((n + 2,), special=0.0))
+    elif fault == 5 and loss == "cross_entropy":
+        y = y.clone()
+        y[0] = draw(st.sampled_from([-1, -100, k]))
+    elif fault == 6:
+        loss = "l1"
+    elif fault == 7:
+        chunk = 0
+    elif fault == 8 and loss == "mse":
+        y = draw(arrays(tuple(y.shape), special=1.0))
+    which = draw(st.sampled_from(["residuals", "loss_value", "per_sample_losses", "per_sample_gradients",
+                                  "jacobian", "ggn_factor"]))
+    return which, model, theta, X, y, loss, chunk
+
+
+@SETTINGS
+@given(autodiff_calls())
+def test_autodiff_functions_on_generated_inputs(call):
+    which, model, theta, X, y, loss, chunk = call
+    args = ("model", "theta", "X", "y", "loss", "chunk_size")
+    fn = getattr(ng, which)
+    if which == "residuals":
+        check_call(lambda: fn(model, theta, X, y), args)
+    elif which == "jacobian":
+        check_call(lambda: fn(model, theta, X, chunk_size=chunk), args)
+    elif which in ("per_sample_gradients", "ggn_factor"):
+        check_call(lambda: fn(model, theta, X, y, loss=loss, chunk_size=chunk), args)
+    else:
+        check_call(lambda: fn(model, theta, X, y, loss=loss), args)
+
+
+@SETTINGS
+@given(st.integers(-2, 8), st.integers(-2, 10), st.booleans(), st.integers(-1, 4),
+       st.sampled_from([(4, 3), (4, 3), (5, 2), (1, 3), (0, 3), (4,), (4, 0)]), st.floats(0, 1))
+def test_noise_functions_on_generated_inputs(n, batch, replacement, num, grads_shape, special):
+    args = ("n", "batch_size", "num_batches", "grads", "replacement")
+    c = check_call(lambda: ng.batch_noise_factor(n, batch, replacement=replacement), args)
+    if c is not None:
+        assert 0 <= c <= 1
+    idx = check_call(lambda: ng.sample_batches(n, batch, num, replacement=replacement, seed=0), args)
+    if idx is not None:
+        assert idx.shape == (num, batch) and bool(((idx >= 0) & (idx < n)).all())
+    g = torch.randn(*grads_shape, dtype=torch.float64)
+    if g.numel() and special < 0.2:
+        g.reshape(-1)[0] = math.nan
+    S = check_call(lambda: ng.noise_covariance(g, batch_size=None if batch < 0 else batch,
+                                               replacement=replacement), args)
+    if S is not None:
+        assert S.shape == (g.shape[1], g.shape[1])
