@@ -54,6 +54,20 @@ def check_int(x, name: str, *, low: int | None = None, high: int | None = None) 
     return x
 
 
+def check_seed(seed) -> int:
+    """A seed: an integer ≥ 0 (not a float, a bool or None)."""
+    return check_int(seed, "seed", low=0)
+
+
+def check_finite_result(value, what: str, inputs: str):
+    """A result that overflowed float64 is an error that names the inputs, never a silent inf or nan."""
+    arr = value.detach().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} is not finite: {inputs} too large for float64 (their products overflow); "
+                         f"rescale them")
+    return value
+
+
 def check_positive(x, name: str, *, allow_zero: bool = False) -> float:
     """Check that ``x`` is a finite positive real number."""
     if isinstance(x, bool) or not isinstance(x, Real):

@@ -16,7 +16,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, hessian, jacrev, jvp, vmap
 
-from ._checks import as_tensor, check_int
+from ._checks import as_tensor, check_finite_result, check_int, check_seed
 from .autodiff import _check_inputs, _sample_loss
 from .models import FlatModel
 
@@ -69,7 +69,7 @@ def gauss_newton_operator(factor, *, n: int | None = None) -> LinearOperator:
 def gauss_newton_matrix(factor, *, n: int | None = None) -> torch.Tensor:
     """Dense G = AᵀA/n, shape (p, p): for small p and tests."""
     A, n = _factor(factor, n)
-    return A.T @ A / n
+    return check_finite_result(A.T @ A / n, "G = AᵀA/n", "the entries of factor")
 
 
 def _full_loss(model, X, y, loss):
@@ -131,11 +131,11 @@ def _to_operator(op) -> LinearOperator:
     if isinstance(op, LinearOperator):
         return op
     if isinstance(op, torch.Tensor) or isinstance(op, np.ndarray):
-        M = as_tensor(op, "operator", ndim=2)
+        M = as_tensor(op, "op", ndim=2)
         if M.shape[0] != M.shape[1]:
-            raise ValueError(f"operator must be square, got shape {tuple(M.shape)}")
+            raise ValueError(f"op must be square, got shape {tuple(M.shape)}")
         return _as_operator(lambda V: M @ V, M.shape[0])
-    raise TypeError(f"operator must be a scipy LinearOperator or a square matrix, got {type(op).__name__}")
+    raise TypeError(f"op must be a scipy LinearOperator or a square matrix, got {type(op).__name__}")
 
 
 def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
@@ -168,6 +168,7 @@ def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
     A = _to_operator(op)
     p = A.shape[0]
     k = check_int(k, "k", low=1, high=p)
+    seed = check_seed(seed)
     if p <= dense_below or k >= p - 1:
         M = A @ np.eye(p)
         M = 0.5 * (M + M.T)
@@ -181,6 +182,7 @@ def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
     signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
     U = U * np.where(signs == 0, 1.0, signs)
     res = np.linalg.norm(A @ U - U * w, axis=0)
+    check_finite_result(np.concatenate([w, res]), "the eigenpairs", "the entries of op")
     return Eigenpairs(values=w, vectors=U, residuals=res)
 
 
@@ -198,10 +200,11 @@ def hutchinson(op, num_samples: int = 100, *, quantity: str = "trace", seed: int
     num_samples = check_int(num_samples, "num_samples", low=2)
     if quantity not in ("trace", "frobenius2"):
         raise ValueError(f"quantity must be 'trace' or 'frobenius2', got {quantity!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     Z = rng.choice([-1.0, 1.0], size=(A.shape[0], num_samples))
     AZ = A @ Z
     samples = (Z * AZ).sum(0) if quantity == "trace" else (AZ * AZ).sum(0)
+    check_finite_result(samples, f"the {quantity} samples", "the entries of op")
     return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(num_samples))
 
 
@@ -289,7 +292,10 @@ def gauss_newton_spectra(model: FlatModel, thetas, X, *, chunk: int = 64) -> np.
 
 def sharpness_summary(eigenvalues) -> dict:
     """λ_max, Frobenius norm and trace from the eigenvalues of H (or G), shape (..., p)."""
-    ev = np.asarray(eigenvalues, dtype=float)
+    ev = as_tensor(eigenvalues, "eigenvalues").numpy()
     if ev.ndim < 1 or ev.shape[-1] == 0:
         raise ValueError("eigenvalues must have a non-empty last axis")
+    with np.errstate(over="ignore"):                      # an overflow is reported just below
+        squares = (ev ** 2).sum(-1)
+    check_finite_result(squares, "Σ λ²", "the eigenvalues")
     return {"lam_max": ev.max(-1), "frobenius": np.sqrt((ev ** 2).sum(-1)), "trace": ev.sum(-1)}

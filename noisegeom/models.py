@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._checks import DTYPE, as_tensor, check_int
+from ._checks import DTYPE, as_tensor, check_int, check_positive, check_seed
 
 __all__ = [
     "FlatModel",
@@ -210,7 +210,7 @@ _MODEL_STREAM = 0x6D6F64656C        # "model"
 
 
 def _model_seed(seed: int) -> int:
-    seq = np.random.SeedSequence([int(seed) % 2 ** 64, _MODEL_STREAM])
+    seq = np.random.SeedSequence([check_seed(seed), _MODEL_STREAM])
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> 1)   # torch wants < 2**63
 
 
@@ -247,6 +247,7 @@ def linear_model(d: int, *, init_scale: float = 0.0, seed: int = 0) -> FlatModel
         Seed for the initialisation.
     """
     d = check_int(d, "d", low=1)
+    init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
     return FlatModel(_Linear(d, init_scale, _generator(seed)))
 
 
@@ -296,6 +297,7 @@ class _Diagonal(nn.Module):
 def diagonal_linear_model(d: int, *, init_scale: float = 1.0, seed: int = 0) -> FlatModel:
     """Diagonal linear network f(x) = ⟨u ⊙ v, x⟩, p = 2d (chapter 4)."""
     d = check_int(d, "d", low=1)
+    init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
     return FlatModel(_Diagonal(d, init_scale, _generator(seed)))
 
 
@@ -310,7 +312,7 @@ ACTIVATIONS = {
 
 
 def _activation(name: str):
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
@@ -361,6 +363,8 @@ def two_layer_net(d: int, width: int, *, activation: str = "tanh", train_outer: 
     """
     d = check_int(d, "d", low=1)
     width = check_int(width, "width", low=1)
+    if not isinstance(train_outer, bool):
+        raise TypeError(f"train_outer must be True or False, got {train_outer!r}")
     return FlatModel(_TwoLayer(d, width, activation, train_outer, _generator(seed)))
 
 
@@ -393,6 +397,8 @@ def mlp(sizes, *, activation: str = "tanh", seed: int = 0) -> FlatModel:
     Inputs of any shape are flattened. With k > 1 outputs use
     ``loss='cross_entropy'`` or multi-output square loss.
     """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of layer sizes [d, h1, ..., k], got {sizes!r}")
     sizes = [check_int(s, "sizes[i]", low=1) for s in sizes]
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least input and output sizes, got {sizes}")

@@ -179,7 +179,7 @@ def test_bad_inputs_raise_clear_errors():
         lanczos(A, 1, steps=10)
     with pytest.raises(ValueError, match="k"):
         lanczos(A, 3, steps=2)
-    with pytest.raises(TypeError, match="operator"):
+    with pytest.raises(TypeError, match="op must be a scipy LinearOperator"):
         lanczos("matrix", 1, steps=2)
     with pytest.raises(ValueError, match="start must have length p = 3"):
         lanczos(A, 1, steps=2, start=np.ones(4))

@@ -285,3 +285,123 @@ def test_noise_functions_on_generated_inputs(n, batch, replacement, num, grads_s
                                                replacement=replacement), args)
     if S is not None:
         assert S.shape == (g.shape[1], g.shape[1])
+
+
+# ------------------------------------------------------------------ every other public function
+
+# Values that are wrong for most arguments: each argument is drawn valid or, now and then, one
+# of these.
+WEIRD = st.sampled_from([0, -1, 2.5, math.nan, math.inf, -math.inf, 1e300, "x", None, [], True,
+                         [[1.0, 2.0], [3.0]], np.array([math.nan]), torch.ones(2, 2, 2)])
+
+
+def _arg(valid, weird_share: float = 0.15):
+    @st.composite
+    def draw_arg(draw):
+        return draw(WEIRD) if draw(st.floats(0, 1)) < weird_share else draw(valid)
+    return draw_arg()
+
+
+POS = st.floats(0.01, 3.0)
+INT = st.integers(1, 4)
+SEED = st.integers(0, 99)
+
+
+@st.composite
+def mats(draw, rows, cols, *, symmetric=False, nonneg=False, orthonormal=False):
+    r, c = draw(rows) if not isinstance(rows, int) else rows, draw(cols) if not isinstance(cols, int) else cols
+    M = draw(arrays((r, c), special=0.05, dtype=torch.float64))
+    if symmetric and r == c:
+        M = M @ M.T
+    if nonneg:
+        M = M.abs()
+    if orthonormal and torch.isfinite(M).all() and r >= c:
+        M = torch.linalg.qr(M)[0]
+    return M
+
+
+def vecs(size, *, positive=False):
+    @st.composite
+    def draw_vec(draw):
+        v = draw(arrays((draw(size) if not isinstance(size, int) else size,), special=0.05, dtype=torch.float64))
+        return v.abs() if positive else v
+    return draw_vec()
+
+
+# function -> {argument: strategy of (mostly valid) values}; positional in this order
+CALLS = {
+    "gaussian_inputs": lambda: {"n": INT, "spectrum": vecs(3, positive=True), "seed": SEED},
+    "power_law_spectrum": lambda: {"d": INT, "alpha": st.floats(0, 2), "rank": st.sampled_from([None, 1, 2])},
+    "effective_dimension": lambda: {"spectrum": vecs(INT, positive=True)},
+    "teacher_labels": lambda: {"X": mats(INT, 3), "theta_star": vecs(3), "noise_std": st.floats(0, 1),
+                               "seed": SEED},
+    "linear_model": lambda: {"d": INT, "init_scale": st.floats(0, 2), "seed": SEED},
+    "two_layer_net": lambda: {"d": INT, "width": INT, "activation": st.sampled_from(sorted(ng.ACTIVATIONS)),
+                              "train_outer": st.booleans(), "seed": SEED},
+    "mlp": lambda: {"sizes": st.lists(INT, min_size=2, max_size=3), "activation": st.just("tanh"), "seed": SEED},
+    "deep_linear_model": lambda: {"d": INT, "depth": INT, "width": st.sampled_from([None, 2]), "seed": SEED},
+    "diagonal_linear_model": lambda: {"d": INT, "init_scale": POS, "seed": SEED},
+    "gd_stable": lambda: {"sharpness": POS, "eta": POS},
+    "frobenius_threshold": lambda: {"eta": POS, "batch_size": INT, "mu": POS},
+    "aligned_second_moment_map": lambda: {"lams": vecs(3, positive=True), "eta": POS, "batch_size": INT, "mu": POS},
+    "perron": lambda: {"M": mats(3, 3, nonneg=True)},
+    "perron_vector_formula": lambda: {"lams": vecs(3, positive=True), "eta": POS, "batch_size": INT, "rho": POS,
+                                      "mu": st.sampled_from([None, 1.0])},
+    "second_moment_spectral_radius": lambda: {"X": mats(st.integers(2, 4), 2), "eta": POS,
+                                              "batch_size": st.sampled_from([None, 1, 2]),
+                                              "replacement": st.booleans()},
+    "nonuniformity": lambda: {"X": mats(st.integers(2, 4), 2)},
+    "least_squares_second_moment_map": lambda: {"X": mats(st.integers(2, 4), 2), "eta": POS,
+                                                "batch_size": st.sampled_from([None, 1, 2]),
+                                                "replacement": st.booleans()},
+    "top_eigenpairs": lambda: {"op": mats(4, 4, symmetric=True), "k": st.integers(1, 4), "tol": st.just(1e-10),
+                               "seed": SEED},
+    "hutchinson": lambda: {"op": mats(4, 4, symmetric=True), "num_samples": INT,
+                           "quantity": st.sampled_from(["trace", "frobenius2"]), "seed": SEED},
+    "gauss_newton_matrix": lambda: {"factor": mats(INT, 3), "n": st.sampled_from([None, 2])},
+    "gauss_newton_operator": lambda: {"factor": mats(INT, 3), "n": st.sampled_from([None, 2])},
+    "noise_covariance_operator": lambda: {"grads": mats(st.integers(2, 4), 3),
+                                          "batch_size": st.sampled_from([None, 1, 2]), "replacement": st.booleans()},
+    "minibatch_gradients": lambda: {"grads": mats(st.integers(2, 4), 3), "batch_size": st.sampled_from([1, 2]),
+                                    "num_batches": INT, "replacement": st.booleans(), "seed": SEED},
+    "average_alignment": lambda: {"J": mats(4, 3), "e": vecs(4)},
+    "isotropic_alignment": lambda: {"J": mats(4, 3), "e": vecs(4)},
+    "directional_alignment": lambda: {"J": mats(4, 3), "e": vecs(4), "v": vecs(3)},
+    "subspace_alignment": lambda: {"J": mats(4, 3), "e": vecs(4), "V": mats(3, st.integers(1, 2), orthonormal=True)},
+    "sharpness_summary": lambda: {"eigenvalues": vecs(INT)},
+}
+KEYWORD_ONLY = {"seed", "init_scale", "activation", "train_outer", "depth", "width", "rank", "noise_std", "tol",
+                "quantity", "n", "replacement", "mu"}
+
+
+def _values_finite(out) -> None:
+    if isinstance(out, dict):
+        for v in out.values():
+            _values_finite(v)
+    elif isinstance(out, (tuple, list)):
+        for v in out:
+            _values_finite(v)
+    elif isinstance(out, torch.Tensor) and out.is_floating_point():
+        assert bool(torch.isfinite(out).all()), out
+    elif isinstance(out, (np.ndarray, float, np.floating)) and np.asarray(out).dtype.kind == "f":
+        assert np.all(np.isfinite(out)), out
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_every_public_function_on_generated_arguments(name):
+    fn = getattr(ng, name)
+    spec = CALLS[name]()
+
+    @settings(max_examples=45, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.fixed_dictionaries({arg: _arg(strategy) for arg, strategy in spec.items()}))
+    def run(kwargs):
+        # positional where the signature has them positional, keywords otherwise
+        import inspect
+        params = inspect.signature(fn).parameters
+        pos = [kwargs[a] for a in kwargs if params[a].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        kw = {a: v for a, v in kwargs.items() if params[a].kind is inspect.Parameter.KEYWORD_ONLY}
+        out = check_call(lambda: fn(*pos, **kw), tuple(spec))
+        if out is not None:
+            _values_finite(out)
+    run()

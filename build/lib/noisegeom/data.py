@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import DTYPE, as_tensor, check_int, check_positive
+from ._checks import DTYPE, as_tensor, check_finite_result, check_int, check_positive, check_seed
 
 __all__ = [
     "power_law_spectrum",
@@ -53,10 +53,11 @@ def effective_dimension(spectrum) -> float:
     lam = as_tensor(spectrum, "spectrum", ndim=1).numpy()
     if (lam < 0).any():
         raise ValueError("spectrum must be non-negative")
-    s2 = float((lam ** 2).sum())
+    with np.errstate(over="ignore"):                      # an overflow is reported just below
+        s2 = float(check_finite_result((lam ** 2).sum(), "Σ λ_k²", "the entries of spectrum"))
     if s2 == 0:
         raise ValueError("spectrum is identically zero")
-    return float(lam.sum() ** 2 / s2)
+    return float(check_finite_result(lam.sum() ** 2 / s2, "d_eff", "the entries of spectrum"))
 
 
 def gaussian_inputs(n: int, spectrum, *, seed: int = 0) -> torch.Tensor:
@@ -65,7 +66,7 @@ def gaussian_inputs(n: int, spectrum, *, seed: int = 0) -> torch.Tensor:
     lam = as_tensor(spectrum, "spectrum", ndim=1)
     if (lam < 0).any():
         raise ValueError("spectrum must be non-negative (it is the diagonal of a covariance)")
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_seed(seed))
     return torch.randn(n, lam.numel(), generator=g, dtype=DTYPE) * lam.sqrt()
 
 
@@ -76,9 +77,10 @@ def teacher_labels(X, theta_star, *, noise_std: float = 0.0, seed: int = 0) -> t
     if theta_star.numel() != X.shape[1]:
         raise ValueError(f"theta_star must have length d = {X.shape[1]}, got {theta_star.numel()}")
     noise_std = check_positive(noise_std, "noise_std", allow_zero=True)
-    y = X @ theta_star
+    seed = check_seed(seed)
+    y = check_finite_result(X @ theta_star, "y = X θ*", "X or theta_star")
     if noise_std > 0:
-        g = torch.Generator().manual_seed(int(seed) + 1)
+        g = torch.Generator().manual_seed(seed + 1)
         y = y + noise_std * torch.randn(X.shape[0], generator=g, dtype=DTYPE)
     return y
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_batch_size, check_int, check_positive
+from ._checks import as_tensor, check_batch_size, check_finite_result, check_int, check_positive
 from .noise import batch_noise_factor
 
 __all__ = [
@@ -42,7 +42,8 @@ __all__ = [
 
 def gd_stable(sharpness: float, eta: float) -> bool:
     """GD is linearly stable at a minimum iff λ_max ≤ 2/η."""
-    return float(sharpness) <= 2.0 / check_positive(eta, "eta")
+    sharpness = check_positive(sharpness, "sharpness", allow_zero=True)
+    return sharpness <= 2.0 / check_positive(eta, "eta")
 
 
 def frobenius_threshold(eta: float, batch_size: int, mu: float = 1.0) -> float:
@@ -119,7 +120,8 @@ def perron_vector_formula(lams, eta: float, batch_size: int, rho: float, *,
     lam = _eigs(lams)
     eta = check_positive(eta, "eta")
     B = check_int(batch_size, "batch_size", low=1)
-    gap = float(rho) - (1 - eta * lam) ** 2
+    rho = check_positive(rho, "rho")
+    gap = rho - (1 - eta * lam) ** 2
     if (gap[lam > 0] <= 0).any():
         raise ValueError("rho must exceed (1 − ηλ_k)² for every λ_k > 0 (is it the Perron root?)")
     curved = lam > 0
@@ -195,4 +197,5 @@ def nonuniformity(X) -> float:
     H = X.T @ X / n
     sq = (X * X).sum(1)  # H_i² = ‖x_i‖² x_i x_iᵀ
     M = (X * sq[:, None]).T @ X / n - H @ H
+    check_finite_result(M, "(1/n) Σ H_i² − H²", "the entries of X")
     return float(np.sqrt(max(np.linalg.eigvalsh(M.numpy()).max(), 0.0)))
