@@ -265,6 +265,15 @@ def factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
         parameter used twice or outside a linear layer, several outputs, ...); use
         :func:`jacobian` for such models.
     """
+    try:
+        return _factored_jacobian(model, theta, X)
+    except NotFactorableError as exc:
+        if str(exc).startswith("model"):
+            raise
+        raise NotFactorableError(f"model: {exc}") from exc
+
+
+def _factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
     theta, X, _ = _check_inputs(model, theta, X)
     n = X.shape[0]
     th = theta.detach().clone().requires_grad_(True)

@@ -275,6 +275,9 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
 
     drawn_at_once = max(1, 2 ** 20 // (S * n))           # steps of minibatch indices drawn at once
     L = full_loss(th, X, y)
+    if not bool(torch.isfinite(L).all()):
+        raise ValueError("the loss at theta0 is not finite for X and y (their scale overflows float64, or the "
+                         "model's output does): rescale theta0, X or y")
     record(0, L)
     last = 0
     for t in range(steps):

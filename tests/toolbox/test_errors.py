@@ -234,7 +234,7 @@ def test_zero_jacobian_is_rejected():
     geo = ng.NoiseGeometry(torch.zeros(4, 3, dtype=DT), torch.zeros(4, 3, dtype=DT), 1.0)
     with pytest.raises(ValueError, match=r"G = 0"):
         geo.mu()
-    with pytest.raises(ValueError, match=r"G = 0: the isotropic baseline is undefined"):
+    with pytest.raises(ValueError, match=r"G = 0 \(the factor, J for the square loss, is zero\): the isotropic baseline is undefined"):
         geo.mu_isotropic()
     with pytest.raises(ValueError, match=r"Tr G · Tr Σ₁ = 0: the indicator is 0/0"):
         geo.zhu_indicator()

@@ -5,7 +5,9 @@ batch and chunk sizes, label ranges, losses given as strings or torch modules, a
 with one or several outputs. The property, for every call: it returns finite numbers of the
 promised shapes, or it raises a ``ValueError`` or ``TypeError`` whose message names one of
 the call's arguments, from noisegeom's own code (never an error from inside torch, never a
-silent ``nan``, never a broadcast). Each test runs ``EXAMPLES`` generated cases: more than
+silent ``nan``, never a broadcast). The one other outcome allowed is
+:class:`noisegeom.DivergenceError` from the functions documented to raise it when their run
+diverges. Each test runs ``EXAMPLES`` generated cases: more than
 1,000 per ``make test`` in all. The database is off and the run derandomised, so that a
 run is repeatable.
 """
@@ -44,6 +46,12 @@ def check_call(call, argnames):
     """Run ``call``: a finite result, or a clear ValueError/TypeError naming an argument."""
     try:
         out = call()
+    except ng.DivergenceError as exc:
+        # not bad input but a documented outcome of a run asked to raise on divergence
+        # (find_minimum, measure_along_run): it says so, and carries the records
+        assert _raised_by_noisegeom(exc) and "diverged" in str(exc)
+        event("run diverged")
+        return None
     except (ValueError, TypeError) as exc:
         assert _raised_by_noisegeom(exc), "".join(traceback.format_exception(exc))
         assert _names(str(exc), argnames), f"{type(exc).__name__} names none of {argnames}: {exc}"
@@ -405,3 +413,78 @@ def test_every_public_function_on_generated_arguments(name):
         if out is not None:
             _values_finite(out)
     run()
+
+
+# ------------------------------------------------------------------ functions of a model and data
+
+MODELS = [ng.two_layer_net(2, 3, seed=0), ng.linear_model(2, init_scale=1.0, seed=1), ng.mlp([2, 3, 2], seed=2)]
+
+
+@st.composite
+def model_data(draw):
+    """A book model, a point θ (or a stack of them), data and targets: valid or with one fault."""
+    model = draw(st.sampled_from(MODELS))
+    k = 2 if model is MODELS[2] else 1
+    n = draw(st.integers(2, 5))
+    X = draw(arrays((n, 2), special=0.0))
+    y = draw(arrays((n, k) if k > 1 else (n,), special=0.0))
+    theta = draw(arrays((model.p,), special=0.0, dtype=torch.float64))
+    fault = draw(FAULT)
+    if fault == 0:
+        theta = draw(arrays((model.p + 1,), special=0.0))
+    elif fault == 1:
+        theta = draw(arrays((model.p,), special=1.0))
+    elif fault == 2:
+        X = draw(arrays((n, 3), special=0.0))
+    elif fault == 3:
+        X = draw(arrays((n, 2), special=1.0))
+    elif fault == 4:
+        y = draw(arrays((n + 1,), special=0.0))
+    elif fault == 5:
+        model = draw(WEIRD)
+    elif fault == 6:
+        X, y = X[:1], y[:1]
+    return model, theta, X, y
+
+
+MODEL_CALLS = {
+    "hessian_matrix": lambda m, th, X, y, i: ng.hessian_matrix(m, th, X, y),
+    "hessian_operator": lambda m, th, X, y, i: ng.hessian_operator(m, th, X, y, chunk_size=i) @ np.ones(
+        getattr(m, "p", 1)),
+    "factored_jacobian": lambda m, th, X, y, i: ng.factored_jacobian(m, th, X).gram(),
+    "hessian_spectra": lambda m, th, X, y, i: ng.hessian_spectra(m, th, X, y, chunk=i),
+    "gauss_newton_spectra": lambda m, th, X, y, i: ng.gauss_newton_spectra(m, th, X, chunk=i),
+    "find_minimum": lambda m, th, X, y, i: ng.find_minimum(m, X, y, th, eta=0.05, steps=i, polish_steps=1),
+    "measure_along_run": lambda m, th, X, y, i: np.array(ng.measure_along_run(
+        m, X, y, th, eta=0.05, record_at=[0, i], measure=lambda t: float(t.sum()))[1]),
+    "from_model": lambda m, th, X, y, i: ng.NoiseGeometry.from_model(m, th, X, y, chunk_size=i).mu(),
+}
+MODEL_ARGS = ("model", "theta", "thetas", "theta0", "X", "y", "chunk", "chunk_size", "steps", "record_at",
+              "loss")
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CALLS))
+def test_functions_of_a_model_on_generated_inputs(name):
+    @settings(max_examples=45, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(model_data(), st.sampled_from([1, 2, 5, 0, -1]))
+    def run(problem, i):
+        model, theta, X, y = problem
+        check_call(lambda: MODEL_CALLS[name](model, theta, X, y, i), MODEL_ARGS)
+    run()
+
+
+@SETTINGS
+@given(st.integers(-1, 6), st.integers(-1, 5), st.floats(0, 1), st.sampled_from([1.0, 0.0, -1.0, math.nan]))
+def test_noise_geometry_constructors_on_generated_inputs(n, p, special, loss):
+    args = ("grads", "factor", "loss", "J", "e", "n")
+    grads = torch.randn(max(n, 0), max(p, 0), dtype=torch.float64)
+    if grads.numel() and special < 0.2:
+        grads.reshape(-1)[0] = math.inf
+    geo = check_call(lambda: ng.NoiseGeometry(grads, grads, loss), args)
+    if geo is not None:
+        check_call(lambda: geo.mu(), args)
+    e = torch.randn(max(n, 0), dtype=torch.float64)
+    geo = check_call(lambda: ng.NoiseGeometry.square_loss(grads, e[:max(n - (special > 0.8), 0)]), args)
+    if geo is not None:
+        check_call(lambda: geo.mu(), args)

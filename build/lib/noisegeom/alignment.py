@@ -104,6 +104,8 @@ class NoiseGeometry:
         self._factored = factor if isinstance(factor, FactoredJacobian) else None
         self._factor = None if self._factored is not None else factor
         n, p = factor.shape if grads is None else grads.shape
+        if n == 0 or p == 0:
+            raise ValueError(f"grads and factor (J) must have at least one row and one column, got shape {(n, p)}")
         if factor.shape[1] != p:
             raise ValueError(f"factor must have p = {p} columns like grads, got shape {tuple(factor.shape)}")
         if factor.shape[0] % n:
@@ -469,7 +471,8 @@ class NoiseGeometry:
         if curvature is None:
             fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
             if fro == 0:
-                raise ValueError("G = 0 (all per-sample Jacobians vanish): μ is undefined")
+                raise ValueError("G = 0 (the factor, J for the square loss, is zero: every per-sample Jacobian vanishes): "
+                                 "μ is undefined")
             return self._finite(self.trace_sigma1_G() / (scale * fro), "μ")
         op = self._check_operator(curvature)
         cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
@@ -494,7 +497,7 @@ class NoiseGeometry:
         scale = self._scale(normalization)
         fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
         if fro == 0:
-            raise ValueError("G = 0: the isotropic baseline is undefined")
+            raise ValueError("G = 0 (the factor, J for the square loss, is zero): the isotropic baseline is undefined")
         return self._finite(self.trace_sigma1() * self.trace_G() / (self.p * scale * fro), "μ_iso")
 
     def zhu_indicator(self) -> float:
