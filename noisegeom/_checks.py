@@ -54,6 +54,13 @@ def check_int(x, name: str, *, low: int | None = None, high: int | None = None) 
     return x
 
 
+def check_bool(x, name: str) -> bool:
+    """A flag: True or False (not a tensor, a number or a string)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {x!r}")
+    return bool(x)
+
+
 def check_seed(seed) -> int:
     """A seed: an integer ≥ 0 (not a float, a bool or None)."""
     return check_int(seed, "seed", low=0)
@@ -61,7 +68,13 @@ def check_seed(seed) -> int:
 
 def check_finite_result(value, what: str, inputs: str):
     """A result that overflowed float64 is an error that names the inputs, never a silent inf or nan."""
-    arr = value.detach().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=float)
+    if isinstance(value, torch.Tensor):
+        # a finite sum proves every entry finite in one cheap pass (as in as_tensor)
+        if bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all()):
+            return value
+        arr = np.array([np.nan])
+    else:
+        arr = np.asarray(value, dtype=float)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} is not finite: {inputs} too large for float64 (their products overflow); "
                          f"rescale them")
@@ -92,7 +105,8 @@ def check_rows(a: torch.Tensor, name: str, n: int, what: str = "samples") -> Non
 def check_loss_positive(loss: float) -> None:
     """The alignment metrics divide by 2L; at L = 0 they are 0/0."""
     if not math.isfinite(loss):
-        raise ValueError(f"loss is not finite ({loss}); the run has probably diverged")
+        raise ValueError(f"loss is not finite ({loss}): the residuals e = f(X) - y overflow float64 (X, y or e "
+                         f"too large), or the run has diverged")
     if loss < 0.0:
         raise ValueError(f"loss must be >= 0 (a mean of per-sample losses), got {loss}")
     if loss == 0.0:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_batch_size, check_int
+from ._checks import as_tensor, check_batch_size, check_bool, check_int, check_seed
 
 __all__ = [
     "batch_noise_factor",
@@ -42,7 +42,7 @@ def batch_noise_factor(n: int, batch_size: int, *, replacement: bool = False) ->
     """
     n = check_int(n, "n", low=1)
     B = check_batch_size(batch_size, n)
-    if replacement:
+    if check_bool(replacement, "replacement"):
         return 1.0 / B
     if n == 1:
         return 0.0
@@ -111,8 +111,8 @@ def sample_batches(n: int, batch_size: int, num_batches: int, *, replacement: bo
     B = check_batch_size(batch_size, n)
     num_batches = check_int(num_batches, "num_batches", low=1)
     if generator is None:
-        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    if replacement:
+        generator = torch.Generator().manual_seed(0 if seed is None else check_seed(seed))
+    if check_bool(replacement, "replacement"):
         return torch.randint(0, n, (num_batches, B), generator=generator)
     # the first B entries of a uniform random permutation form a uniform B-subset
     return torch.rand(num_batches, n, generator=generator).argsort(dim=1)[:, :B]

@@ -277,7 +277,7 @@ def test_overflow_loss_sign_chunk_size_n_one_and_labels_get_clear_errors():
     Xs = ng.gaussian_inputs(10, np.ones(3), seed=0)
     ys = torch.ones(10, dtype=torch.float64)
     theta = torch.ones(3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="‖G‖_F² is not finite.*rescale X and y"):
+    with pytest.raises(ValueError, match="‖G‖_F² is not finite.*rescale them"):
         ng.NoiseGeometry.from_model(model, theta, 1e150 * Xs, ys).mu()
     with pytest.raises(ValueError, match=r"loss must be >= 0.*got -1\.0"):
         ng.NoiseGeometry(torch.ones(3, 2), torch.ones(3, 2), -1.0)

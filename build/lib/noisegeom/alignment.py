@@ -438,9 +438,11 @@ class NoiseGeometry:
 
     @staticmethod
     def _finite(value, what: str):
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{what} is not finite: the Gram products overflowed float64 (X or y too large: "
-                             f"‖G‖_F² grows like the fourth power of their scale); rescale X and y")
+        arr = value.numpy() if isinstance(value, torch.Tensor) else value
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} is not finite: the Gram products overflowed float64 (the entries of X and y, "
+                             f"or of J and e, are too large: ‖G‖_F² grows like the fourth power of their scale); "
+                             f"rescale them")
         return value
 
     def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None,
@@ -610,11 +612,12 @@ class NoiseGeometry:
         """
         rows = self._factored.shape[0] if self._factor is None else self._factor.shape[0]
         k = check_int(k, "k", low=1, high=min(self.p, rows))
+        G_side = self._finite((self.M if self.side == "parameters" else self.K) / self.n, "G (or its Gram matrix)")
         if self.side == "parameters":
-            vals, vecs = torch.linalg.eigh(self.M / self.n)
+            vals, vecs = torch.linalg.eigh(G_side)
             vals, U = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         else:
-            vals, W = torch.linalg.eigh(self.K / self.n)
+            vals, W = torch.linalg.eigh(G_side)
             vals, W = vals.flip(0)[:k], W.flip(1)[:, :k]
             # an eigenvalue at rounding level (relative to the largest) is a zero of G
             nonzero = vals > 1e-12 * max(float(vals[0]), 0.0)

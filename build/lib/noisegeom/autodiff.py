@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import grad, jacrev, vmap
 
-from ._checks import as_tensor, check_int
+from ._checks import as_tensor, check_finite_result, check_int
 from .models import FlatModel
 
 __all__ = [
@@ -148,7 +148,7 @@ def residuals(model: FlatModel, theta, X, y) -> torch.Tensor:
     out = model.forward(theta, X)
     if out.shape != y.shape:
         raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-    return out - y
+    return check_finite_result(out - y, "the residuals", "theta, X or y")
 
 
 def _losses_of_outputs(out: torch.Tensor, y, loss: str) -> torch.Tensor:
@@ -165,7 +165,7 @@ def per_sample_losses(model: FlatModel, theta, X, y, *, loss: str = "mse") -> to
     out = model.forward(theta, X)
     if loss == "mse" and out.shape != y.shape:
         raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-    return _losses_of_outputs(out, y, loss)
+    return check_finite_result(_losses_of_outputs(out, y, loss), "the losses", "theta, X or y")
 
 
 def loss_value(model: FlatModel, theta, X, y, *, loss: str = "mse") -> float:
@@ -188,7 +188,7 @@ def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None) -> to
 
     k = model.forward(theta, X[:1])[0].numel()
     jac = vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size, X.shape[0]))
-    return jac(theta, X)
+    return check_finite_result(jac(theta, X), "the Jacobian", "theta or X")
 
 
 def per_sample_gradients(model: FlatModel, theta, X, y, *, loss: str = "mse",
@@ -200,7 +200,7 @@ def per_sample_gradients(model: FlatModel, theta, X, y, *, loss: str = "mse",
     theta, X, y = _check_inputs(model, theta, X, y, loss)
     g = vmap(grad(_sample_loss(model, loss)), in_dims=(None, 0, 0),
              chunk_size=_auto_chunk(model.p, 1, chunk_size, X.shape[0]))
-    return g(theta, X, y)
+    return check_finite_result(g(theta, X, y), "the per-sample gradients", "theta, X or y")
 
 
 def ggn_factor(model: FlatModel, theta, X, y=None, *, loss: str = "mse",
@@ -232,4 +232,4 @@ def ggn_factor(model: FlatModel, theta, X, y=None, *, loss: str = "mse",
     lam = torch.diag_embed(s) - s[:, :, None] * s[:, None, :]
     w, Q = torch.linalg.eigh(lam)
     root = Q @ torch.diag_embed(w.clamp_min(0).sqrt()) @ Q.transpose(1, 2)
-    return (root @ J).reshape(n * k, p)
+    return check_finite_result((root @ J).reshape(n * k, p), "the factor", "theta or X")

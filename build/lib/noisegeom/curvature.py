@@ -37,7 +37,8 @@ __all__ = [
 def _as_operator(matmat, p: int) -> LinearOperator:
     def mm(V):
         V = np.asarray(V, dtype=np.float64)
-        out = matmat(torch.as_tensor(V.reshape(p, -1)))
+        out = check_finite_result(matmat(torch.as_tensor(V.reshape(p, -1))), "a product of the operator",
+                                  "the vector, or theta, X, y or the factor it was built from,")
         return out.numpy().reshape(V.shape) if V.ndim == 1 else out.numpy()
 
     return LinearOperator((p, p), matvec=mm, matmat=mm, rmatvec=mm, rmatmat=mm, dtype=np.float64)
@@ -235,7 +236,7 @@ def hessian_spectra(model: FlatModel, thetas, X, y, *, loss: str = "mse", chunk:
     hb = vmap(hessian(L))
     out = []
     for s in range(0, T.shape[0], chunk):
-        Hs = hb(T[s:s + chunk])
+        Hs = check_finite_result(hb(T[s:s + chunk]), "the Hessian", "thetas, X or y")
         out.append(np.linalg.eigvalsh(0.5 * (Hs + Hs.transpose(1, 2)).numpy()))
     return np.concatenate(out, 0)
 
@@ -273,7 +274,7 @@ def gauss_newton_spectra(model: FlatModel, thetas, X, *, chunk: int = 64) -> np.
         non-finite Jacobian gets a row of nan.
     """
     T = _thetas(model, thetas)
-    X = as_tensor(X, "X")
+    _, X, _ = _check_inputs(model, T[0], X)                   # X must fit the model
     chunk = check_int(chunk, "chunk", low=1)
     n = X.shape[0]
     jac = vmap(jacrev(lambda theta: model.forward(theta, X).reshape(-1)))

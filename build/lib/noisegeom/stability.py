@@ -79,7 +79,9 @@ def aligned_second_moment_map(lams, eta: float, batch_size: int, mu: float = 1.0
     eta = check_positive(eta, "eta")
     B = check_int(batch_size, "batch_size", low=1)
     mu = check_positive(mu, "mu", allow_zero=True)
-    return np.diag((1 - eta * lam) ** 2) + (mu * eta ** 2 / B) * np.outer(lam, lam)
+    with np.errstate(over="ignore"):                      # an overflow is reported just below
+        M = np.diag((1 - eta * lam) ** 2) + (mu * eta * eta / B) * np.outer(lam, lam)
+    return check_finite_result(M, "the second-moment map", "lams or eta")
 
 
 def perron(M) -> tuple[float, np.ndarray]:
@@ -127,7 +129,7 @@ def perron_vector_formula(lams, eta: float, batch_size: int, rho: float, *,
     curved = lam > 0
     if mu is not None:
         mu = check_positive(mu, "mu")
-        secular = mu * eta ** 2 / B * float((lam[curved] ** 2 / gap[curved]).sum())
+        secular = mu * eta * eta / B * float((lam[curved] ** 2 / gap[curved]).sum())
         if abs(secular - 1.0) > 1e-6:
             raise ValueError(
                 f"rho = {float(rho):.6g} does not solve the secular equation (left side {secular:.6g} ≠ 1): "
@@ -172,7 +174,7 @@ def least_squares_second_moment_map(X, eta: float, batch_size: int | None = None
         fourth = torch.einsum("id,...i,ie->...de", X, quad, X) / n
         # W H, not (H W)ᵀ: the two agree only for symmetric W, and second_moment_spectral_radius
         # applies the map to a basis of all d×d matrices (W ↦ E[(I − ηA) W (I − ηA)] for every W)
-        return W - eta * (HW + W @ H) + eta ** 2 * (HWH + c * (fourth - HWH))
+        return W - eta * (HW + W @ H) + (eta * eta) * (HWH + c * (fourth - HWH))
 
     return apply
 
@@ -186,7 +188,8 @@ def second_moment_spectral_radius(X, eta: float, batch_size: int | None = None, 
         raise ValueError(f"second_moment_spectral_radius forms a d²×d² matrix; d = {d} > 60 is too large")
     apply = least_squares_second_moment_map(X, eta, batch_size, replacement=replacement)
     basis = torch.eye(d * d, dtype=X.dtype).reshape(d * d, d, d)
-    T = apply(basis).reshape(d * d, d * d).T
+    T = check_finite_result(apply(basis).reshape(d * d, d * d).T, "the second-moment map",
+                            "the entries of X, or eta,")
     return float(np.abs(np.linalg.eigvals(T.numpy())).max())
 
 
