@@ -26,8 +26,16 @@ EXTRAS = ("matplotlib", "ipywidgets", "IPython", "PIL", "sklearn")
 
 
 def test_the_wheel_requires_numpy_scipy_torch_and_puts_the_rest_in_the_book_extra(tmp_path):
+    # built from a copy of what the wheel is made of: setuptools writes build/ and *.egg-info
+    # beside the sources, and the checkout must stay clean
+    import shutil
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "noisegeom", src / "noisegeom", ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+                           "--wheel-dir", str(tmp_path), str(src)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = tmp_path.glob("noisegeom-*.whl")
     with zipfile.ZipFile(wheel) as z:
