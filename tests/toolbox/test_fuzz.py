@@ -220,6 +220,21 @@ def test_simulate_on_generated_problems(problem, record_every):
     check_call(run, args)
 
 
+def _fault_in_theta_or_X(draw, fault, model, theta, X):
+    """Faults 0-3 of the strategies of a model and data: θ of the wrong length or with bad entries,
+    X of the wrong width or with bad entries."""
+    n, d = X.shape
+    if fault == 0:
+        theta = draw(arrays((model.p + 1,), special=0.0))
+    elif fault == 1:
+        theta = draw(arrays((model.p,), special=1.0))
+    elif fault == 2:
+        X = draw(arrays((n, d + 2), special=0.0))
+    elif fault == 3:
+        X = draw(arrays((n, d), special=1.0))
+    return theta, X
+
+
 @st.composite
 def autodiff_calls(draw):
     n = draw(st.integers(1, 6))
@@ -235,15 +250,8 @@ def autodiff_calls(draw):
         y = draw(arrays((n, k) if k > 1 else draw(st.sampled_from([(n,), (n, 1)])), special=0.0))
     chunk = draw(st.sampled_from([None, 1, 4]))
     fault = draw(FAULT)
-    if fault == 0:
-        theta = draw(arrays((model.p + 1,), special=0.0))
-    elif fault == 1:
-        theta = draw(arrays((model.p,), special=1.0))
-    elif fault == 2:
-        X = draw(arrays((n, d + 2), special=0.0))
-    elif fault == 3:
-        X = draw(arrays((n, d), special=1.0))
-    elif fault == 4:
+    theta, X = _fault_in_theta_or_X(draw, fault, model, theta, X)
+    if fault == 4:
         y = draw(arrays((n + 2,), special=0.0))
     elif fault == 5 and loss == "cross_entropy":
         y = y.clone()
@@ -430,15 +438,8 @@ def model_data(draw):
     y = draw(arrays((n, k) if k > 1 else (n,), special=0.0))
     theta = draw(arrays((model.p,), special=0.0, dtype=torch.float64))
     fault = draw(FAULT)
-    if fault == 0:
-        theta = draw(arrays((model.p + 1,), special=0.0))
-    elif fault == 1:
-        theta = draw(arrays((model.p,), special=1.0))
-    elif fault == 2:
-        X = draw(arrays((n, 3), special=0.0))
-    elif fault == 3:
-        X = draw(arrays((n, 2), special=1.0))
-    elif fault == 4:
+    theta, X = _fault_in_theta_or_X(draw, fault, model, theta, X)
+    if fault == 4:
         y = draw(arrays((n + 1,), special=0.0))
     elif fault == 5:
         model = draw(WEIRD)
