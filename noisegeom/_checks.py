@@ -34,12 +34,15 @@ def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True) -> t
         if t.ndim not in allowed:
             want = " or ".join(f"{k}-D" for k in allowed)
             raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
-    # a finite sum proves every entry finite (nan and ±inf propagate) in one cheap pass;
-    # only when the sum is not finite (a bad entry, or overflow) look entry by entry
-    if (finite and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
-            and not bool(torch.isfinite(t).all())):
+    if finite and t.is_floating_point() and not _all_finite(t):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
     return t
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # a finite sum proves every entry finite (nan and ±inf propagate) in one cheap pass;
+    # only when the sum is not finite (a bad entry, or overflow) look entry by entry
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def check_int(x, name: str, *, low: int | None = None, high: int | None = None) -> int:
@@ -68,14 +71,8 @@ def check_seed(seed) -> int:
 
 def check_finite_result(value, what: str, inputs: str):
     """A result that overflowed float64 is an error that names the inputs, never a silent inf or nan."""
-    if isinstance(value, torch.Tensor):
-        # a finite sum proves every entry finite in one cheap pass (as in as_tensor)
-        if bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all()):
-            return value
-        arr = np.array([np.nan])
-    else:
-        arr = np.asarray(value, dtype=float)
-    if not np.all(np.isfinite(arr)):
+    ok = _all_finite(value) if isinstance(value, torch.Tensor) else np.all(np.isfinite(np.asarray(value, float)))
+    if not ok:
         raise ValueError(f"{what} is not finite: {inputs} too large for float64 (their products overflow); "
                          f"rescale them")
     return value

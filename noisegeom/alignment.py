@@ -31,9 +31,9 @@ import torch
 from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_int, check_loss_positive
+from ._checks import as_tensor, check_finite_result, check_int, check_loss_positive
 from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
-from .curvature import Eigenpairs, gauss_newton_operator
+from .curvature import Eigenpairs, _fix_signs, gauss_newton_operator
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .noise import noise_covariance_operator
 
@@ -60,9 +60,14 @@ def _gram(a: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(up + np.triu(up, 1).T)
 
 
-def _sum_squares_weighted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """⟨a, b⟩ = Σ a_ij b_ij in one pass."""
     return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _finite(value, what: str):
+    # the metrics divide Gram products that grow like the fourth power of the data's scale
+    return check_finite_result(value, what, "the entries of X and y, or of J and e,")
 
 
 def _sum_squares(a: torch.Tensor) -> torch.Tensor:
@@ -175,10 +180,9 @@ class NoiseGeometry:
             check_int(chunk_size, "chunk_size", low=1)
         if route == "factored" and loss != "mse":
             raise ValueError("route='factored' needs loss='mse' (a scalar model with the square loss)")
-        n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
-        p_model = getattr(model, "p", None)
+        theta, X, y = _check_inputs(model, theta, X, y, loss)
         # p < n already means p < n·k: the p×p side is cheaper than any Gram, factored or not
-        prefer_parameters = route == "auto" and p_model is not None and p_model < n_samples
+        prefer_parameters = route == "auto" and model.p < X.shape[0]
         if loss == "mse" and route in ("auto", "factored") and not prefer_parameters:
             try:
                 fj = factored_jacobian(model, theta, X)
@@ -186,10 +190,6 @@ class NoiseGeometry:
                 if route == "factored":
                     raise NotFactorableError(f"route='factored' does not apply to this model: {exc}") from exc
             else:
-                _, _, y = _check_inputs(model, theta, X, y)
-                if y.shape != fj.outputs.shape:
-                    raise ValueError(f"y must have the shape of the model output {tuple(fj.outputs.shape)}, "
-                                     f"got {tuple(y.shape)}")
                 geo = cls.square_loss(fj, fj.outputs - y)
                 geo.route = "factored"
                 return geo
@@ -263,21 +263,12 @@ class NoiseGeometry:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         loss = loss_name(loss)
+        # before the copy, so that a refused module is not copied: batch statistics, dropout
         check_per_sample(module)
-        if not any(q.requires_grad for q in module.parameters()):
-            raise ValueError("module has no parameters with requires_grad=True: there is nothing to measure")
-        X = as_tensor(X, "X").cpu()
-        if X.ndim < 1 or X.shape[0] == 0:
-            raise ValueError(f"X must hold at least one sample along dim 0, got shape {tuple(X.shape)}")
         # a float64 copy on the CPU: FlatModel converts the module it wraps, and that must not be the caller's
-        work = copy.deepcopy(module).to(device="cpu", dtype=torch.float64)
-        model = FlatModel(work)
+        model = FlatModel(copy.deepcopy(module).to(device="cpu", dtype=torch.float64))
         theta = model.theta0
-        try:
-            with torch.no_grad():
-                model.forward(theta, X[:1])
-        except (RuntimeError, ValueError, IndexError) as exc:
-            raise ValueError(f"X of shape {tuple(X.shape)} does not fit the module: {exc}") from exc
+        _, X, _ = _check_inputs(model, theta, as_tensor(X, "X").cpu())     # X fits the model
         reason = probe_per_sample(model, theta, X)
         if reason:
             raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")
@@ -294,10 +285,8 @@ class NoiseGeometry:
         if self._gbar is None:
             if self._grads is not None:
                 self._gbar = self._grads.mean(0)
-            elif self._factor is None:
-                self._gbar = self._factored.rmatvec(self._e) / self.n
             else:
-                self._gbar = self._factor.T @ self._e / self.n
+                self._gbar = self._factor_T_times(self._e[:, None])[:, 0] / self.n
         return self._gbar
 
     @property
@@ -417,7 +406,7 @@ class NoiseGeometry:
             # Tr(Σ₁G) = ⟨Grads M, Grads⟩/n² − ḡᵀMḡ/n with M = AᵀA (p×p)
             GM = self.grads @ self.M
             gbar = self.gbar
-            self._trSG = float(_sum_squares_weighted(GM, self.grads) / self.n ** 2 - gbar @ (self.M @ gbar) / self.n)
+            self._trSG = float(_inner(GM, self.grads) / self.n ** 2 - gbar @ (self.M @ gbar) / self.n)
         if self._trSG is None:
             if self._e is not None:
                 # square loss: A Gradsᵀ = K diag(e), so ‖A Gradsᵀ‖_F² = Σ_j e_j² Σ_i K_ij² and Aḡ = Ke/n
@@ -435,15 +424,6 @@ class NoiseGeometry:
         if normalization == "fisher":
             return 1.0
         raise ValueError(f"normalization must be 'loss' or 'fisher', got {normalization!r}")
-
-    @staticmethod
-    def _finite(value, what: str):
-        arr = value.numpy() if isinstance(value, torch.Tensor) else value
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} is not finite: the Gram products overflowed float64 (the entries of X and y, "
-                             f"or of J and e, are too large: ‖G‖_F² grows like the fourth power of their scale); "
-                             f"rescale them")
-        return value
 
     def mu(self, curvature: LinearOperator | None = None, *, frobenius2: float | None = None,
            normalization: str = "loss") -> float:
@@ -471,11 +451,11 @@ class NoiseGeometry:
         """
         scale = self._scale(normalization)
         if curvature is None:
-            fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
+            fro = _finite(self.frobenius2_G(), "‖G‖_F²")
             if fro == 0:
                 raise ValueError("G = 0 (the factor, J for the square loss, is zero: every per-sample Jacobian vanishes): "
                                  "μ is undefined")
-            return self._finite(self.trace_sigma1_G() / (scale * fro), "μ")
+            return _finite(self.trace_sigma1_G() / (scale * fro), "μ")
         op = self._check_operator(curvature)
         cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
         HC = op @ cols
@@ -489,7 +469,7 @@ class NoiseGeometry:
             frobenius2 = float(sum(((op @ eye[:, j:j + 256]) ** 2).sum() for j in range(0, self.p, 256)))
         if not frobenius2 > 0:
             raise ValueError(f"frobenius2 must be > 0, got {frobenius2}")
-        return self._finite(tr / (scale * float(frobenius2)), "μ")
+        return _finite(tr / (scale * float(frobenius2)), "μ")
 
     def mu_isotropic(self, *, normalization: str = "loss") -> float:
         """μ of isotropic noise with the same trace: Tr(Σ₁) Tr(G) / (p · 2L ‖G‖_F²).
@@ -497,10 +477,10 @@ class NoiseGeometry:
         ``normalization='fisher'`` drops the 2L, as in :meth:`mu`.
         """
         scale = self._scale(normalization)
-        fro = self._finite(self.frobenius2_G(), "‖G‖_F²")
+        fro = _finite(self.frobenius2_G(), "‖G‖_F²")
         if fro == 0:
             raise ValueError("G = 0 (the factor, J for the square loss, is zero): the isotropic baseline is undefined")
-        return self._finite(self.trace_sigma1() * self.trace_G() / (self.p * scale * fro), "μ_iso")
+        return _finite(self.trace_sigma1() * self.trace_G() / (self.p * scale * fro), "μ_iso")
 
     def zhu_indicator(self) -> float:
         """Tr(Σ₁G) / (Tr G · Tr Σ₁ / p), the indicator of Zhu et al. (2019); equals μ/μ_iso."""
@@ -573,7 +553,7 @@ class NoiseGeometry:
         single = as_tensor(v, "v", ndim=(1, 2)).ndim == 1
         V = self._directions(v, "v")
         num, den = self._quadratic_forms(V, curvature, "v")
-        out = self._finite((num / (scale * den)).numpy(), "g")
+        out = _finite((num / (scale * den)).numpy(), "g")
         return float(out[0]) if single else out
 
     def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8,
@@ -589,7 +569,7 @@ class NoiseGeometry:
         if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype), atol=atol):
             raise ValueError("V must have orthonormal columns (VᵀV = I); orthonormalise it, e.g. with QR")
         num, den = self._quadratic_forms(V, curvature, "V")
-        return self._finite(float(num.sum() / (scale * den.sum())), "g(V)")
+        return _finite(float(num.sum() / (scale * den.sum())), "g(V)")
 
     # ----- eigenpairs of G -----------------------------------------------
     def top_eigenpairs(self, k: int = 1) -> Eigenpairs:
@@ -612,7 +592,7 @@ class NoiseGeometry:
         """
         rows = self._factored.shape[0] if self._factor is None else self._factor.shape[0]
         k = check_int(k, "k", low=1, high=min(self.p, rows))
-        G_side = self._finite((self.M if self.side == "parameters" else self.K) / self.n, "G (or its Gram matrix)")
+        G_side = _finite((self.M if self.side == "parameters" else self.K) / self.n, "G (or its Gram matrix)")
         if self.side == "parameters":
             vals, vecs = torch.linalg.eigh(G_side)
             vals, U = vals.flip(0)[:k], vecs.flip(1)[:, :k]
@@ -625,9 +605,7 @@ class NoiseGeometry:
                 raise ValueError(f"k = {k} asks for more eigenpairs than G has non-zero eigenvalues "
                                  f"({int(nonzero.sum())} of the top {k} are above rounding)")
             U = self._factor_T_times(W) / torch.sqrt(self.n * vals)[None, :]
-        # sign convention of noisegeom.top_eigenpairs: the largest entry of each vector is positive
-        idx = U.abs().argmax(0)
-        U = U * torch.sign(U[idx, torch.arange(k)])[None, :]
+        U = torch.from_numpy(_fix_signs(U.numpy()))
         GU = self._factor_T_times(self.factor_times(U)) / self.n
         res = torch.linalg.vector_norm(GU - U * vals[None, :], dim=0)
         return Eigenpairs(values=vals.numpy().copy(), vectors=U.numpy().copy(), residuals=res.numpy().copy())

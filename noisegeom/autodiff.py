@@ -145,10 +145,7 @@ def _sample_loss(model: FlatModel, loss: str):
 def residuals(model: FlatModel, theta, X, y) -> torch.Tensor:
     """e = f(X; θ) − y, shape (n,) or (n, k) for multi-output models."""
     theta, X, y = _check_inputs(model, theta, X, y)
-    out = model.forward(theta, X)
-    if out.shape != y.shape:
-        raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-    return check_finite_result(out - y, "the residuals", "theta, X or y")
+    return check_finite_result(model.forward(theta, X) - y, "the residuals", "theta, X or y")
 
 
 def _losses_of_outputs(out: torch.Tensor, y, loss: str) -> torch.Tensor:
@@ -162,10 +159,7 @@ def _losses_of_outputs(out: torch.Tensor, y, loss: str) -> torch.Tensor:
 def per_sample_losses(model: FlatModel, theta, X, y, *, loss: str = "mse") -> torch.Tensor:
     """ℓ_i for every sample, shape (n,)."""
     theta, X, y = _check_inputs(model, theta, X, y, loss)
-    out = model.forward(theta, X)
-    if loss == "mse" and out.shape != y.shape:
-        raise ValueError(f"y must have the shape of the model output {tuple(out.shape)}, got {tuple(y.shape)}")
-    return check_finite_result(_losses_of_outputs(out, y, loss), "the losses", "theta, X or y")
+    return check_finite_result(_losses_of_outputs(model.forward(theta, X), y, loss), "the losses", "theta, X or y")
 
 
 def loss_value(model: FlatModel, theta, X, y, *, loss: str = "mse") -> float:

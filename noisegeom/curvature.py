@@ -139,6 +139,12 @@ def _to_operator(op) -> LinearOperator:
     raise TypeError(f"op must be a scipy LinearOperator or a square matrix, got {type(op).__name__}")
 
 
+def _fix_signs(U: np.ndarray) -> np.ndarray:
+    """Eigenvectors with the sign that makes the largest entry of each column positive."""
+    signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
+    return U * np.where(signs == 0, 1.0, signs)
+
+
 def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
                    dense_below: int = 64) -> Eigenpairs:
     """The k algebraically largest eigenpairs of a symmetric operator (Lanczos).
@@ -180,8 +186,7 @@ def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
         w, U = eigsh(A, k=k, which="LA", v0=v0, tol=tol)
         order = np.argsort(w)[::-1]
         w, U = w[order], U[:, order]
-    signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
-    U = U * np.where(signs == 0, 1.0, signs)
+    U = _fix_signs(U)
     res = np.linalg.norm(A @ U - U * w, axis=0)
     check_finite_result(np.concatenate([w, res]), "the eigenpairs", "the entries of op")
     return Eigenpairs(values=w, vectors=U, residuals=res)

@@ -135,7 +135,8 @@ class FlatModel:
         self.module = module.to(DTYPE)
         named = [(k, v) for k, v in self.module.named_parameters() if v.requires_grad]
         if not named:
-            raise ValueError("module has no trainable parameters")
+            raise ValueError("module has no trainable parameters (no parameters with requires_grad=True): there is "
+                             "nothing to measure")
         self._names = [k for k, _ in named]
         self._shapes = [tuple(v.shape) for _, v in named]
         self._numels = [v.numel() for _, v in named]
@@ -173,16 +174,14 @@ class FlatModel:
         method every iteration; the book's two-layer and linear models define the hook.
         """
         plain = getattr(self.module, "forward_batched", None)
-        if plain is not None:
-            if len(self._names) == 1:
-                params = {self._names[0]: thetas.view(thetas.shape[0], *self._shapes[0])}
-            else:
-                chunks = torch.split(thetas, self._numels, dim=1)
-                params = {k: c.view(c.shape[0], *s) for k, c, s in zip(self._names, chunks, self._shapes)}
-            out = plain(params, X, per_theta)
+        if plain is None:
+            return vmap(self.forward, in_dims=(0, 0 if per_theta else None))(thetas, X)
+        if len(self._names) == 1:
+            params = {self._names[0]: thetas.view(thetas.shape[0], *self._shapes[0])}
         else:
-            out = vmap(self.forward, in_dims=(0, 0 if per_theta else None))(thetas, X)
-            return out
+            chunks = torch.split(thetas, self._numels, dim=1)
+            params = {k: c.view(c.shape[0], *s) for k, c, s in zip(self._names, chunks, self._shapes)}
+        out = plain(params, X, per_theta)
         if self.squeeze and out.ndim == 3 and out.shape[2] == 1:
             out = out[..., 0]
         return out
