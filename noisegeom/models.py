@@ -405,28 +405,51 @@ def mlp(sizes, *, activation: str = "tanh", seed: int = 0) -> FlatModel:
 
 
 class _SmallCNN(nn.Module):
-    def __init__(self, channels, n_classes, seed):
+    def __init__(self, channels, n_classes, image_shape, seed):
         super().__init__()
+        self.image_shape = image_shape
         # nn.Conv2d draws from the global generator; fork it so the caller's stream is untouched
         with torch.random.fork_rng():
             torch.manual_seed(_model_seed(seed))
             self._build(channels, n_classes)
 
     def _build(self, channels, n_classes):
-        self.conv1 = nn.Conv2d(1, channels, 3, padding=1, dtype=DTYPE)
+        c_in, _, width = self.image_shape
+        self.conv1 = nn.Conv2d(c_in, channels, 3, padding=1, dtype=DTYPE)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, dtype=DTYPE)
-        self.head = nn.Linear(channels * 4, n_classes, dtype=DTYPE)
+        self.head = nn.Linear(channels * (width // 2), n_classes, dtype=DTYPE)
 
     def forward(self, X):
-        h = X.reshape(X.shape[0], 1, 8, 8)
+        h = X.reshape(X.shape[0], *self.image_shape)
         h = torch.tanh(self.conv1(h))
-        h = torch.nn.functional.avg_pool2d(torch.tanh(self.conv2(h)), 2)  # 8x8 -> 4x4
-        h = h.mean(dim=(2,)).reshape(X.shape[0], -1)  # pool rows: C x 4
+        h = torch.nn.functional.avg_pool2d(torch.tanh(self.conv2(h)), 2)  # H x W -> H/2 x W/2
+        h = h.mean(dim=(2,)).reshape(X.shape[0], -1)  # pool rows: C x W/2
         return self.head(h)
 
 
-def small_cnn(*, channels: int = 8, n_classes: int = 10, seed: int = 0) -> FlatModel:
-    """A two-convolution network for 8×8 digit images (chapter 9)."""
+def small_cnn(*, channels: int = 8, n_classes: int = 10, image_shape=(1, 8, 8), seed: int = 0) -> FlatModel:
+    """A two-convolution network for images, by default the 8×8 digits (chapter 9).
+
+    Two 3×3 convolutions (padding 1, tanh), a 2×2 average pool, a mean over image rows and a
+    linear head: ``channels · (W/2)`` features, so the head stays small for 28×28 or 32×32 images.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of both convolutions.
+    n_classes : int
+        Outputs (class scores; 1 gives a scalar model).
+    image_shape : tuple of int
+        (C, H, W) of one image, H and W at least 2; the inputs may be given flat, shape (n, C·H·W),
+        or as images, shape (n, C, H, W). (1, 28, 28) for MNIST, (3, 32, 32) for CIFAR-10.
+    seed : int
+        Seed of the initialisation (the global torch generator is left untouched).
+    """
     channels = check_int(channels, "channels", low=1)
     n_classes = check_int(n_classes, "n_classes", low=1)
-    return FlatModel(_SmallCNN(channels, n_classes, seed))
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (channels, height, width), got {image_shape!r}")
+    image_shape = tuple(check_int(s, "image_shape[i]", low=1) for s in image_shape)
+    if image_shape[1] < 2 or image_shape[2] < 2:
+        raise ValueError(f"image_shape must have height and width >= 2 (the network pools 2x2), got {image_shape}")
+    return FlatModel(_SmallCNN(channels, n_classes, image_shape, seed))

@@ -41,6 +41,8 @@ CASES = {
     "mlp one size": (lambda: ng.mlp([3]), ValueError, r"sizes must list at least input and output"),
     "mlp zero size": (lambda: ng.mlp([3, 0]), ValueError, r"sizes\[i\] must be >= 1"),
     "small_cnn channels": (lambda: ng.small_cnn(channels=0), ValueError, r"channels must be >= 1"),
+    "small_cnn image_shape": (lambda: ng.small_cnn(image_shape=(28, 28)), ValueError, r"image_shape must be"),
+    "small_cnn tiny image": (lambda: ng.small_cnn(image_shape=(1, 1, 8)), ValueError, r"image_shape must have"),
     "FlatModel not module": (lambda: ng.FlatModel(object()), TypeError, r"module must be a torch.nn.Module"),
     "FlatModel no params": (lambda: ng.FlatModel(nn.ReLU()), ValueError, r"no trainable parameters"),
     "FlatModel theta length": (lambda: LIN(torch.zeros(4, dtype=DT), X), ValueError, r"theta must .*p = 3"),

@@ -105,6 +105,22 @@ def test_small_cnn_shapes_seed_and_global_rng_untouched():
     assert ng.per_sample_gradients(m, m.theta0, X, torch.arange(6) % 4, loss="cross_entropy").shape == (6, m.p)
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (2, 5, 6)])
+def test_small_cnn_on_other_images_against_explicit_layers(shape):
+    # the same network written out with torch.nn.functional, on flat and on image-shaped inputs
+    c, h, w = shape
+    m = ng.small_cnn(channels=3, n_classes=4, image_shape=shape, seed=2)
+    P = m.unflatten(m.theta0)
+    X = torch.randn(5, c, h, w, dtype=DT, generator=torch.Generator().manual_seed(0))
+    F = torch.nn.functional
+    z = torch.tanh(F.conv2d(X, P["conv1.weight"], P["conv1.bias"], padding=1))
+    z = F.avg_pool2d(torch.tanh(F.conv2d(z, P["conv2.weight"], P["conv2.bias"], padding=1)), 2)
+    want = z.mean(2).flatten(1) @ P["head.weight"].T + P["head.bias"]
+    assert m.p == 3 * c * 9 + 3 + 3 * 3 * 9 + 3 + 4 * 3 * (w // 2) + 4
+    assert torch.allclose(m(m.theta0, X), want, rtol=1e-13, atol=1e-14)
+    assert torch.equal(m(m.theta0, X.flatten(1)), m(m.theta0, X))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_models_and_data_with_one_seed_are_independent(seed):
     # With a shared stream the first layer was exactly X[:w]/sqrt(d) (errata C4-N1): check
