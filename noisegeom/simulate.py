@@ -345,14 +345,16 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
 
 
 def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, measure,
-                      batch_size: int | None = None, replacement: bool = False, seed: int = 0):
+                      batch_size: int | None = None, replacement: bool = False, seed: int = 0,
+                      loss: str = "mse"):
     """Run GD or SGD with :func:`simulate` and call ``measure(θ_t)`` at chosen steps.
 
     The run is simulated in segments between consecutive steps of ``record_at``
     (non-negative, strictly increasing; 0 is the start); segment j uses seed
     ``seed + j``. A diverging run raises :class:`noisegeom.DivergenceError`.
-    Chapters 3 and 6 record their measurements through it: ``measure`` can be
+    Chapters 3, 6 and 9 record their measurements through it: ``measure`` can be
     anything a point θ_t allows, for example :class:`noisegeom.NoiseGeometry` metrics.
+    ``loss`` is the training loss, as in :func:`simulate`.
 
     Returns
     -------
@@ -375,7 +377,7 @@ def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, 
         if target > t:
             traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
                             replacement=replacement, seed=seed + j, record_every=target - t,
-                            on_divergence="raise")
+                            loss=loss, on_divergence="raise")
             theta = torch.as_tensor(traj.final_theta[0])
             t = target
         rows.append(measure(theta))

@@ -289,6 +289,23 @@ def test_measure_along_run_is_simulate_in_segments_seeded_seed_plus_j():
         assert np.allclose(rows[r].numpy(), gd.theta[t, 0], rtol=1e-13, atol=1e-15)
 
 
+def test_measure_along_run_trains_with_the_loss_it_is_given():
+    """loss='cross_entropy' trains on the cross-entropy: the segments are simulate runs with that loss."""
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(12, 4, dtype=DT, generator=g), torch.arange(12) % 3
+    model = ng.mlp([4, 5, 3], seed=1)
+    steps, rows = ng.measure_along_run(model, X, y, model.theta0, eta=0.3, record_at=[0, 3, 7], batch_size=4,
+                                       seed=2, loss="cross_entropy", measure=lambda th: th)
+    th = model.theta0
+    for j, (a, b) in enumerate([(0, 3), (3, 7)]):
+        tr = ng.simulate(model, X, y, th, eta=0.3, steps=b - a, batch_size=4, seed=2 + j + 1, loss="cross_entropy")
+        th = torch.as_tensor(tr.final_theta[0])
+        assert torch.equal(rows[j + 1], th)
+    mse = ng.measure_along_run(model, X, torch.nn.functional.one_hot(y, 3).double(), model.theta0, eta=0.3, record_at=[0, 7], batch_size=4,
+                               seed=2, measure=lambda th: th)[1]
+    assert not torch.allclose(mse[-1], rows[-1])
+
+
 def test_measure_along_run_raises_on_divergence_and_on_bad_inputs():
     model, X, y, theta_star, eta = _divergent()
     with pytest.raises(ng.DivergenceError, match="diverged"):
