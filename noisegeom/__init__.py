@@ -24,7 +24,8 @@ from .curvature import (Eigenpairs, gauss_newton_matrix, gauss_newton_operator, 
                         hessian_matrix, hessian_operator, hessian_spectra, hutchinson, sharpness_summary,
                         top_eigenpairs)
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
-from .data import effective_dimension, gaussian_inputs, load_digits, power_law_spectrum, teacher_labels
+from .data import (effective_dimension, gaussian_inputs, load_cifar10, load_digits, load_mnist, power_law_spectrum,
+                   teacher_labels)
 from .models import (ACTIVATIONS, FlatModel, deep_linear_model, diagonal_linear_model, linear_model, mlp,
                      small_cnn, two_layer_net)
 from .noise import (batch_noise_factor, minibatch_gradients, noise_covariance, noise_covariance_operator,
@@ -60,7 +61,7 @@ __all__ = [
     # models and data
     "FlatModel", "linear_model", "deep_linear_model", "diagonal_linear_model", "two_layer_net", "mlp",
     "small_cnn", "ACTIVATIONS", "power_law_spectrum", "effective_dimension", "gaussian_inputs",
-    "teacher_labels", "load_digits", "Task", "two_layer_task",
+    "teacher_labels", "load_digits", "load_mnist", "load_cifar10", "Task", "two_layer_task",
     # autodiff
     "LOSSES", "residuals", "loss_value", "per_sample_losses", "jacobian", "per_sample_gradients", "ggn_factor",
     "FactoredJacobian", "factored_jacobian", "NotFactorableError",

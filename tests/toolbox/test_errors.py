@@ -1,6 +1,8 @@
 """Bad inputs to every public function of the toolbox (`import noisegeom`) give a clear error that
 names the argument. The chapter modules' bad inputs are tested in tests/chapters/."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -21,6 +23,7 @@ MLP = ng.mlp([3, 4, 3])
 GRADS = torch.randn(6, 3, generator=g, dtype=DT)
 GEO = ng.NoiseGeometry.square_loss(X, X @ TH - Y)
 M = np.diag([3.0, 2.0, 1.0])
+NO_DATA = Path(__file__).parent                               # a folder without MNIST or CIFAR-10 files
 
 
 def _xnan():
@@ -60,6 +63,21 @@ CASES = {
                        r"theta_star must have length d = 3"),
     "teacher noise": (lambda: ng.teacher_labels(X, TH, noise_std=-1.0), ValueError, r"noise_std must be"),
     "digits fraction": (lambda: ng.load_digits(test_fraction=1.5), ValueError, r"test_fraction must lie in"),
+    "mnist root type": (lambda: ng.load_mnist(3), TypeError, r"root must be a path to a folder .* got int"),
+    "mnist root missing": (lambda: ng.load_mnist(NO_DATA / "absent"), FileNotFoundError,
+                           r"root must be an existing folder, got .*absent"),
+    "mnist kind": (lambda: ng.load_mnist(NO_DATA, kind="kmnist"), ValueError,
+                   r"kind must be 'mnist' or 'fashion', got 'kmnist'"),
+    "mnist train": (lambda: ng.load_mnist(NO_DATA, train="yes"), TypeError, r"train must be True or False"),
+    "mnist limit": (lambda: ng.load_mnist(NO_DATA, limit=0), ValueError, r"limit must be >= 1, got 0"),
+    "mnist no files": (lambda: ng.load_mnist(NO_DATA), FileNotFoundError,
+                       r"train-images-idx3-ubyte not found; looked for .*MNIST/raw/train-images-idx3-ubyte\.gz"),
+    "cifar root type": (lambda: ng.load_cifar10(None), TypeError, r"root must be a path to a folder"),
+    "cifar standardize": (lambda: ng.load_cifar10(NO_DATA, standardize=1), TypeError,
+                          r"standardize must be True or False"),
+    "cifar limit": (lambda: ng.load_cifar10(NO_DATA, limit=2.5), TypeError, r"limit must be an integer"),
+    "cifar no files": (lambda: ng.load_cifar10(NO_DATA, train=False), FileNotFoundError,
+                       r"test_batch not found; looked for .*cifar-10-batches-py/test_batch"),
     # autodiff
     "psg model type": (lambda: ng.per_sample_gradients(nn.Linear(3, 1), TH, X, Y), TypeError,
                        r"model must be a noisegeom FlatModel"),
