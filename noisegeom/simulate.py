@@ -392,7 +392,8 @@ def find_minimum(model: FlatModel, X, y, theta0, *, eta: float, steps: int, poli
     then up to ``polish_steps`` minimum-norm Gauss–Newton steps
     θ ← θ − J⁺ e take an over-parameterized model (n ≤ p, J of full row rank)
     to an interpolating point to machine precision, moving as little as possible.
-    Stops early once L ≤ tol. Square loss, scalar output.
+    Stops early once L ≤ tol. Square loss; with k outputs the n·k residuals and the n·k rows
+    of J take the place of e and J (an interpolating point needs n·k ≤ p).
 
     Returns
     -------
@@ -409,9 +410,8 @@ def find_minimum(model: FlatModel, X, y, theta0, *, eta: float, steps: int, poli
     for _ in range(polish_steps):
         if loss_value(model, th, X, y) <= tol:
             break
-        e = residuals(model, th, X, y)
-        if e.ndim != 1:
-            raise ValueError("find_minimum polishes scalar-output square-loss models only")
-        J = jacobian(model, th, X)
+        # k outputs: the n·k residuals against the n·k rows of J, the same least-squares step
+        e = residuals(model, th, X, y).reshape(-1)
+        J = jacobian(model, th, X).reshape(e.shape[0], -1)
         th = th - torch.linalg.lstsq(J, e[:, None], driver="gelsd").solution[:, 0]
     return th
