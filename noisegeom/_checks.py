@@ -16,17 +16,23 @@ import torch
 DTYPE = torch.float64
 
 
-def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True) -> torch.Tensor:
-    """Convert ``x`` to a float64 tensor and check its rank and finiteness."""
+def as_tensor(x, name: str, *, ndim=None, dtype=DTYPE, finite: bool = True, device=None) -> torch.Tensor:
+    """Convert ``x`` to a float64 tensor and check its rank and finiteness.
+
+    A tensor keeps its device unless ``device`` is given; an array or list lands on ``device``
+    (the CPU by default). The finiteness check runs where the tensor ends up.
+    """
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.dtype != dtype and (dtype is not None):
             t = t.to(dtype)
+        if device is not None:
+            t = t.to(device)
     else:
         try:
             a = np.asarray(x)
             # torch cannot wrap negative strides (e.g. eigh's w[::-1]): copy those
-            t = torch.as_tensor(a.copy() if any(st < 0 for st in a.strides) else a, dtype=dtype)
+            t = torch.as_tensor(a.copy() if any(st < 0 for st in a.strides) else a, dtype=dtype, device=device)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be array-like of numbers, got {type(x).__name__}") from exc
     if ndim is not None:
@@ -43,6 +49,39 @@ def _all_finite(t: torch.Tensor) -> bool:
     # a finite sum proves every entry finite (nan and ±inf propagate) in one cheap pass;
     # only when the sum is not finite (a bad entry, or overflow) look entry by entry
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def device_of(x) -> torch.device:
+    """The device a computation on ``x`` runs on: a tensor's own, the CPU for anything else."""
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def on_accelerator(device: torch.device) -> bool:
+    """True off the CPU: there the package's torch-only paths replace its CPU fast paths
+    (scipy BLAS, numpy), and host transfers are explicit."""
+    return device.type != "cpu"
+
+
+def follow_device(x, device: torch.device):
+    """``x`` (θ, y, directions: a tensor, array or list) moved to ``device`` when that is an
+    accelerator, so that data on the GPU needs no other argument moved by hand. On the CPU, and
+    for input that is not numeric (reported by the caller's own checks), ``x`` is returned as is."""
+    if x is None or not on_accelerator(device):
+        return x
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device)
+    try:
+        a = np.asarray(x)
+        return torch.as_tensor(a.copy() if any(st < 0 for st in a.strides) else a, device=device)
+    except (TypeError, ValueError):
+        return x
+
+
+def seeded_generator(seed: int, device) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``: random numbers are drawn where
+    they are used (a CPU generator cannot draw CUDA tensors). On the CPU it is the plain
+    ``torch.Generator().manual_seed(seed)``; a CUDA generator gives other numbers than the CPU's."""
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def check_int(x, name: str, *, low: int | None = None, high: int | None = None) -> int:

@@ -22,6 +22,14 @@ O(n² p) for the Gram products and O(n p k) for k directions. For networks of li
 layers (:func:`~noisegeom.factored_jacobian`) K costs O(n² Σ_l (d_in + d_out)) and J is
 never formed; only the blocks of K on and above the diagonal are computed, and K itself is
 not stored.
+
+Devices: a geometry lives on the device of its data (the factor and gradients, or X in
+:meth:`NoiseGeometry.from_model`, or the module in :meth:`NoiseGeometry.from_module`), CUDA
+included. Every Gram, product and eigendecomposition runs there; directions passed in are
+moved there. The scalar metrics come back as Python floats, ``g`` of several directions and
+:meth:`NoiseGeometry.top_eigenpairs` as numpy arrays on the host (as on the CPU). On the CPU the
+Gram matrices use BLAS ``syrk`` through scipy; elsewhere a torch product, mirrored to be exactly
+symmetric. Products with a scipy ``LinearOperator`` curvature go through the host.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ import torch
 from scipy.linalg.blas import dsyrk
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_finite_result, check_int, check_loss_positive
+from ._checks import (as_tensor, check_finite_result, check_int, check_loss_positive, device_of, follow_device,
+                      on_accelerator)
 from .autodiff import _check_inputs, ggn_factor, jacobian, loss_value, per_sample_gradients, residuals
 from .curvature import Eigenpairs, _fix_signs, gauss_newton_operator
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
@@ -54,8 +63,12 @@ def _gram(a: torch.Tensor) -> torch.Tensor:
 
     BLAS syrk computes one triangle of A Aᵀ, m²p flops instead of the 2m²p of a general
     product: it runs on the zero-copy Fortran view Aᵀ (p×m) of a row-major A, with
-    trans=1 giving (Aᵀ)ᵀAᵀ = AAᵀ in the upper triangle, which is then mirrored.
+    trans=1 giving (Aᵀ)ᵀAᵀ = AAᵀ in the upper triangle, which is then mirrored. Off the CPU
+    (no syrk in torch) a full product on the device, its upper triangle mirrored the same way.
     """
+    if on_accelerator(a.device):
+        up = torch.triu(a @ a.T)
+        return up + torch.triu(up, 1).T
     up = dsyrk(1.0, np.asfortranarray(a.numpy().T), trans=1)
     return torch.from_numpy(up + np.triu(up, 1).T)
 
@@ -88,6 +101,13 @@ class NoiseGeometry:
     loss : float
         L(θ) = (1/n) Σ ℓ_i > 0; the metrics normalise by 2L.
 
+    Attributes
+    ----------
+    device : torch.device
+        Where the factors live and the metrics are computed: the device of ``grads`` (the
+        factor is moved there), of J in :meth:`square_loss`, of X in :meth:`from_model`, of
+        the module in :meth:`from_module`.
+
     Notes
     -----
     Build it with :meth:`square_loss` from (J, e) or with :meth:`from_model`.
@@ -98,7 +118,8 @@ class NoiseGeometry:
     """
 
     def __init__(self, grads, factor, loss: float):
-        self._setup(as_tensor(grads, "grads", ndim=2), as_tensor(factor, "factor", ndim=2), loss)
+        grads = as_tensor(grads, "grads", ndim=2)
+        self._setup(grads, as_tensor(factor, "factor", ndim=2, device=grads.device), loss)
 
     def _setup(self, grads: torch.Tensor | None, factor, loss: float,
                e: torch.Tensor | None = None):
@@ -108,6 +129,7 @@ class NoiseGeometry:
         self._grads = grads
         self._factored = factor if isinstance(factor, FactoredJacobian) else None
         self._factor = None if self._factored is not None else factor
+        self.device = factor.device
         n, p = factor.shape if grads is None else grads.shape
         if n == 0 or p == 0:
             raise ValueError(f"grads and factor (J) must have at least one row and one column, got shape {(n, p)}")
@@ -139,10 +161,10 @@ class NoiseGeometry:
     @classmethod
     def square_loss(cls, J, e) -> "NoiseGeometry":
         """From the Jacobian J (n×p, a tensor or a :class:`~noisegeom.FactoredJacobian`) and
-        residuals e (n,) of a scalar model."""
+        residuals e (n,) of a scalar model, on the device of J (e is moved there)."""
         if not isinstance(J, FactoredJacobian):
             J = as_tensor(J, "J", ndim=2)
-        e = as_tensor(e, "e", ndim=1)
+        e = as_tensor(e, "e", ndim=1, device=J.device)
         if e.shape[0] != J.shape[0]:
             raise ValueError(f"e must have one entry per row of J ({J.shape[0]}), got {e.shape[0]}")
         geo = cls.__new__(cls)
@@ -173,6 +195,12 @@ class NoiseGeometry:
             p×p matrix AᵀA, n·k·p² flops. 'auto' (default): 'parameters' when p < n·k, else
             'factored' where the model allows it, else 'jacobian'. The attributes ``route``
             and ``side`` ('parameters' or 'samples') say which was used.
+
+        Notes
+        -----
+        Everything runs on the device of X (the model must be there too; θ and y are
+        moved there): on CUDA the Jacobian, the Gram matrices and the metrics are computed on
+        the GPU, and only the scalar results come to the host.
         """
         if route not in ("auto", "factored", "jacobian", "parameters"):
             raise ValueError(f"route must be 'auto', 'factored', 'jacobian' or 'parameters', got {route!r}")
@@ -180,7 +208,8 @@ class NoiseGeometry:
             check_int(chunk_size, "chunk_size", low=1)
         if route == "factored" and loss != "mse":
             raise ValueError("route='factored' needs loss='mse' (a scalar model with the square loss)")
-        theta, X, y = _check_inputs(model, theta, X, y, loss)
+        dev = device_of(X)
+        theta, X, y = _check_inputs(model, follow_device(theta, dev), X, follow_device(y, dev), loss)
         # p < n already means p < n·k: the p×p side is cheaper than any Gram, factored or not
         prefer_parameters = route == "auto" and model.p < X.shape[0]
         if loss == "mse" and route in ("auto", "factored") and not prefer_parameters:
@@ -220,7 +249,7 @@ class NoiseGeometry:
 
         θ is every parameter of ``module`` with ``requires_grad``, in the module's
         ``named_parameters`` order (p = their total size). The module is never changed: the
-        computation runs in float64 on a copy, whatever the module's dtype and device, so
+        computation runs in float64 on a copy on the module's own device (CUDA included), so
         the caller's parameters, buffers, dtype and training loop are untouched. Call it
         again after training steps: it always reads the current parameters.
 
@@ -232,7 +261,7 @@ class NoiseGeometry:
             output couples the samples or is random is refused (call ``module.eval()``), and so
             is one whose output for a sample changes with the rest of the batch.
         X : array or tensor, shape (n, ...)
-            The samples (any floating dtype, any device).
+            The samples (any floating dtype, any device: they are moved to the module's).
         y : array or tensor
             Targets of shape (n,) or (n, 1) for a scalar model, (n, k) for k outputs with the
             square loss; class labels 0, …, k−1 of shape (n,) for the cross-entropy.
@@ -245,7 +274,8 @@ class NoiseGeometry:
         Returns
         -------
         NoiseGeometry
-            Computed on the CPU in float64 (the device path is not written yet).
+            Computed in float64 on the module's device (that of its first parameter); its
+            ``device`` attribute says which. Metrics come back as Python floats.
 
         Examples
         --------
@@ -265,15 +295,17 @@ class NoiseGeometry:
         loss = loss_name(loss)
         # before the copy, so that a refused module is not copied: batch statistics, dropout
         check_per_sample(module)
-        # a float64 copy on the CPU: FlatModel converts the module it wraps, and that must not be the caller's
-        model = FlatModel(copy.deepcopy(module).to(device="cpu", dtype=torch.float64))
+        # where the module computes: its parameters' device (a module without any is refused by FlatModel)
+        dev = next((q.device for q in module.parameters()), torch.device("cpu"))
+        # a float64 copy on that device: FlatModel converts the module it wraps, and that must not be the caller's
+        model = FlatModel(copy.deepcopy(module).to(device=dev, dtype=torch.float64))
         theta = model.theta0
-        _, X, _ = _check_inputs(model, theta, as_tensor(X, "X").cpu())     # X fits the model
+        _, X, _ = _check_inputs(model, theta, as_tensor(X, "X", device=dev))     # X fits the model
         reason = probe_per_sample(model, theta, X)
         if reason:
             raise ValueError(f"module: {reason}; call module.eval() if it has layers that behave so in training")
-        # targets on the CPU; their shape and labels are checked against the outputs in from_model
-        y = torch.as_tensor(y).detach().cpu() if loss == "cross_entropy" else as_tensor(y, "y").cpu()
+        # targets on the module's device; their shape and labels are checked against the outputs in from_model
+        y = torch.as_tensor(y).detach().to(dev) if loss == "cross_entropy" else as_tensor(y, "y", device=dev)
         return cls.from_model(model, theta, X, y, loss=loss, route=route, chunk_size=chunk_size)
 
     route = "jacobian"
@@ -301,7 +333,8 @@ class NoiseGeometry:
         return self._factor
 
     def factor_times(self, V) -> torch.Tensor:
-        """A V for V of shape (p, k), shape (n·k', k); J V for the scalar square loss."""
+        """A V for V of shape (p, k), shape (n·k', k); J V for the scalar square loss (on the geometry's device)."""
+        V = torch.as_tensor(V, dtype=torch.float64, device=self.device)
         if self._factor is None:
             return self._factored @ V
         return self._factor @ V
@@ -457,7 +490,8 @@ class NoiseGeometry:
                                  "μ is undefined")
             return _finite(self.trace_sigma1_G() / (scale * fro), "μ")
         op = self._check_operator(curvature)
-        cols = np.concatenate([self.grads.T.numpy(), self.gbar.numpy()[:, None]], axis=1)
+        # the operator works in numpy on the host (its products go to its own device and back)
+        cols = np.concatenate([self.grads.T.cpu().numpy(), self.gbar.cpu().numpy()[:, None]], axis=1)
         HC = op @ cols
         tr = float((cols[:, :-1] * HC[:, :-1]).sum() / self.n - cols[:, -1] @ HC[:, -1])
         if frobenius2 is None:
@@ -497,7 +531,7 @@ class NoiseGeometry:
         return op
 
     def _directions(self, v, name: str) -> torch.Tensor:
-        V = as_tensor(v, name, ndim=(1, 2))
+        V = as_tensor(v, name, ndim=(1, 2), device=self.device)
         V = V[:, None] if V.ndim == 1 else V
         if V.shape[0] != self.p:
             raise ValueError(f"{name} must have p = {self.p} rows, got shape {tuple(V.shape)}")
@@ -520,7 +554,7 @@ class NoiseGeometry:
             scale = self.trace_G()
         else:
             op = self._check_operator(curvature)
-            HV = torch.as_tensor(op @ V.numpy())
+            HV = torch.as_tensor(op @ V.cpu().numpy(), device=V.device)
             den = (V * HV).sum(0)
             scale = float(torch.linalg.norm(HV, dim=0).max() / torch.linalg.norm(V, dim=0).max())
         tiny = 1e-12 * scale * (V ** 2).sum(0)
@@ -548,12 +582,13 @@ class NoiseGeometry:
         Returns
         -------
         float or numpy.ndarray of shape (k,)
+            On the host, whatever the geometry's device (``v`` is moved there to compute).
         """
         scale = self._scale(normalization)
         single = as_tensor(v, "v", ndim=(1, 2)).ndim == 1
         V = self._directions(v, "v")
         num, den = self._quadratic_forms(V, curvature, "v")
-        out = _finite((num / (scale * den)).numpy(), "g")
+        out = _finite((num / (scale * den)).cpu().numpy(), "g")
         return float(out[0]) if single else out
 
     def g_subspace(self, V, curvature: LinearOperator | None = None, *, atol: float = 1e-8,
@@ -561,12 +596,13 @@ class NoiseGeometry:
         """Subspace alignment g(θ; V) = Tr(VᵀΣ₁V) / (2L Tr(VᵀGV)), V with orthonormal columns.
 
         This extension of the directional metric to a subspace is the book's own.
-        ``normalization='fisher'`` drops the 2L, as in :meth:`mu`.
+        ``normalization='fisher'`` drops the 2L, as in :meth:`mu`. V is moved to the
+        geometry's device.
         """
         scale = self._scale(normalization)
         V = self._directions(V, "V")
         gram = V.T @ V
-        if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype), atol=atol):
+        if not torch.allclose(gram, torch.eye(V.shape[1], dtype=gram.dtype, device=gram.device), atol=atol):
             raise ValueError("V must have orthonormal columns (VᵀV = I); orthonormalise it, e.g. with QR")
         num, den = self._quadratic_forms(V, curvature, "V")
         return _finite(float(num.sum() / (scale * den.sum())), "g(V)")
@@ -588,7 +624,11 @@ class NoiseGeometry:
         Returns
         -------
         Eigenpairs
-            ``values`` (largest first), ``vectors`` (p, k) orthonormal, ``residuals``.
+            ``values`` (largest first), ``vectors`` (p, k) orthonormal, ``residuals``: numpy
+            arrays on the host, as :func:`noisegeom.top_eigenpairs` returns them (the
+            eigendecomposition and the residuals are computed on the geometry's device; pass
+            ``vectors`` back to :meth:`g` or :func:`noisegeom.simulate` as they are, they move
+            them to their data's device).
         """
         rows = self._factored.shape[0] if self._factor is None else self._factor.shape[0]
         k = check_int(k, "k", low=1, high=min(self.p, rows))
@@ -605,10 +645,11 @@ class NoiseGeometry:
                 raise ValueError(f"k = {k} asks for more eigenpairs than G has non-zero eigenvalues "
                                  f"({int(nonzero.sum())} of the top {k} are above rounding)")
             U = self._factor_T_times(W) / torch.sqrt(self.n * vals)[None, :]
-        U = torch.from_numpy(_fix_signs(U.numpy()))
+        U = _fix_signs(U)
         GU = self._factor_T_times(self.factor_times(U)) / self.n
         res = torch.linalg.vector_norm(GU - U * vals[None, :], dim=0)
-        return Eigenpairs(values=vals.numpy().copy(), vectors=U.numpy().copy(), residuals=res.numpy().copy())
+        return Eigenpairs(values=vals.cpu().numpy().copy(), vectors=U.cpu().numpy().copy(),
+                          residuals=res.cpu().numpy().copy())
 
     def _factor_T_times(self, W: torch.Tensor) -> torch.Tensor:
         """Aᵀ W for W of shape (n·k', m)."""
@@ -618,11 +659,11 @@ class NoiseGeometry:
 
     # ----- operators and dense matrices ---------------------------------
     def sigma_operator(self, batch_size: int | None = None, *, replacement: bool = False) -> LinearOperator:
-        """Σ₁ (or Σ_B) as a matrix-free operator."""
+        """Σ₁ (or Σ_B) as a matrix-free operator (numpy in and out, products on the geometry's device)."""
         return noise_covariance_operator(self.grads, batch_size=batch_size, replacement=replacement)
 
     def G_operator(self) -> LinearOperator:
-        """G as a matrix-free operator."""
+        """G as a matrix-free operator (numpy in and out, products on the geometry's device)."""
         return gauss_newton_operator(self.factor, n=self.n)
 
     def __repr__(self) -> str:

@@ -5,6 +5,12 @@ H = G + (1/n) Σ_i e_i ∇²f_i are p×p; for a network p is large, so the book
 works with products v ↦ Gv (two passes through J) and v ↦ Hv (forward-over-
 reverse autodiff, ``jvp`` of ``grad``), and with their top eigenpairs from
 Lanczos. Dense versions exist for small p and for tests.
+
+Devices: the operators are scipy ``LinearOperator`` objects, so they take and return numpy
+arrays on the host; each product moves its block of vectors to the device of the data the
+operator was built from (the factor, or θ and X), computes there, and brings the result back.
+Lanczos (ARPACK) runs on the host; only its products touch the device. Dense results
+(:func:`gauss_newton_matrix`, :func:`hessian_matrix`) stay on the data's device.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, hessian, jacrev, jvp, vmap
 
-from ._checks import as_tensor, check_finite_result, check_int, check_seed
+from ._checks import as_tensor, check_finite_result, check_int, check_seed, device_of, follow_device
 from .autodiff import _check_inputs, _sample_loss
 from .models import FlatModel
 
@@ -34,11 +40,13 @@ __all__ = [
 ]
 
 
-def _as_operator(matmat, p: int) -> LinearOperator:
+def _as_operator(matmat, p: int, device: torch.device = torch.device("cpu")) -> LinearOperator:
+    # the host round trip of a product: numpy block → device → matmat there → numpy
     def mm(V):
         V = np.asarray(V, dtype=np.float64)
-        out = check_finite_result(matmat(torch.as_tensor(V.reshape(p, -1))), "a product of the operator",
-                                  "the vector, or theta, X, y or the factor it was built from,")
+        out = check_finite_result(matmat(torch.as_tensor(V.reshape(p, -1), device=device)),
+                                  "a product of the operator",
+                                  "the vector, or theta, X, y or the factor it was built from,").cpu()
         return out.numpy().reshape(V.shape) if V.ndim == 1 else out.numpy()
 
     return LinearOperator((p, p), matvec=mm, matmat=mm, rmatvec=mm, rmatmat=mm, dtype=np.float64)
@@ -59,16 +67,17 @@ def gauss_newton_operator(factor, *, n: int | None = None) -> LinearOperator:
     ----------
     factor : array, shape (m, p)
         J (n×p) for a scalar square-loss model, or the output of
-        :func:`noisegeom.ggn_factor` (m = n·k rows for k outputs).
+        :func:`noisegeom.ggn_factor` (m = n·k rows for k outputs). A tensor stays on its
+        device (CUDA included), where every product is computed.
     n : int, optional
         Number of samples; defaults to m (right for scalar models).
     """
     A, n = _factor(factor, n)
-    return _as_operator(lambda V: A.T @ (A @ V) / n, A.shape[1])
+    return _as_operator(lambda V: A.T @ (A @ V) / n, A.shape[1], A.device)
 
 
 def gauss_newton_matrix(factor, *, n: int | None = None) -> torch.Tensor:
-    """Dense G = AᵀA/n, shape (p, p): for small p and tests."""
+    """Dense G = AᵀA/n, shape (p, p), on the factor's device: for small p and tests."""
     A, n = _factor(factor, n)
     return check_finite_result(A.T @ A / n, "G = AᵀA/n", "the entries of factor")
 
@@ -87,8 +96,10 @@ def hessian_operator(model, theta, X, y, *, loss: str = "mse", chunk_size: int =
 
     Each product is a ``jvp`` of ``grad`` (forward-over-reverse), costing a
     small multiple of one gradient; ``chunk_size`` products are vmapped together.
+    They run on the device of X (θ and y are moved there; the model must be there too).
     """
-    theta, X, y = _check_inputs(model, theta, X, y, loss)
+    dev = device_of(X)
+    theta, X, y = _check_inputs(model, follow_device(theta, dev), X, follow_device(y, dev), loss)
     gL = grad(_full_loss(model, X, y, loss))
     chunk_size = check_int(chunk_size, "chunk_size", low=1)
 
@@ -100,12 +111,13 @@ def hessian_operator(model, theta, X, y, *, loss: str = "mse", chunk_size: int =
     def matmat(V):
         return batched(V.T.contiguous()).T
 
-    return _as_operator(matmat, model.p)
+    return _as_operator(matmat, model.p, theta.device)
 
 
 def hessian_matrix(model, theta, X, y, *, loss: str = "mse") -> torch.Tensor:
-    """Dense Hessian ∇²L(θ), shape (p, p), by ``torch.func.hessian``: small p and tests."""
-    theta, X, y = _check_inputs(model, theta, X, y, loss)
+    """Dense Hessian ∇²L(θ), shape (p, p), by ``torch.func.hessian`` on the device of X: small p and tests."""
+    dev = device_of(X)
+    theta, X, y = _check_inputs(model, follow_device(theta, dev), X, follow_device(y, dev), loss)
     return torch.func.hessian(_full_loss(model, X, y, loss))(theta)
 
 
@@ -135,12 +147,18 @@ def _to_operator(op) -> LinearOperator:
         M = as_tensor(op, "op", ndim=2)
         if M.shape[0] != M.shape[1]:
             raise ValueError(f"op must be square, got shape {tuple(M.shape)}")
-        return _as_operator(lambda V: M @ V, M.shape[0])
+        return _as_operator(lambda V: M @ V, M.shape[0], M.device)
     raise TypeError(f"op must be a scipy LinearOperator or a square matrix, got {type(op).__name__}")
 
 
-def _fix_signs(U: np.ndarray) -> np.ndarray:
-    """Eigenvectors with the sign that makes the largest entry of each column positive."""
+def _fix_signs(U):
+    """Eigenvectors with the sign that makes the largest entry of each column positive.
+
+    A numpy array, or a tensor (on its own device, with the same result: both take the first
+    of tied largest entries, and a sign flip is exact)."""
+    if isinstance(U, torch.Tensor):
+        signs = torch.sign(U[U.abs().argmax(0), torch.arange(U.shape[1], device=U.device)])
+        return U * torch.where(signs == 0, 1.0, signs)
     signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
     return U * np.where(signs == 0, 1.0, signs)
 
@@ -154,6 +172,10 @@ def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
     with large negative eigenvalues does not report them as "sharpest" — and
     a seeded start vector. For p ≤ ``dense_below`` (or k ≥ p − 1) it forms the
     matrix and calls ``eigh``.
+
+    Lanczos runs on the host; the products run where the operator's data lives (an operator
+    from this module built on CUDA tensors, or a CUDA matrix ``op``, computes each product
+    on the GPU), so the results are the same numpy arrays whatever the device.
 
     Parameters
     ----------
@@ -171,6 +193,8 @@ def top_eigenpairs(op, k: int = 1, *, tol: float = 1e-10, seed: int = 0,
     Returns
     -------
     Eigenpairs
+        numpy arrays on the host (pass ``vectors`` to the package's functions as they are:
+        they move them to their data's device).
     """
     A = _to_operator(op)
     p = A.shape[0]
@@ -230,8 +254,8 @@ def hessian_spectra(model: FlatModel, thetas, X, y, *, loss: str = "mse", chunk:
     numpy.ndarray, shape (S, p)
         Eigenvalues in increasing order (as ``eigvalsh``).
     """
-    T = _thetas(model, thetas)
-    _, X, y = _check_inputs(model, T[0], X, y, loss)
+    T = follow_device(_thetas(model, thetas), device_of(X))
+    _, X, y = _check_inputs(model, T[0], X, follow_device(y, device_of(X)), loss)
     chunk = check_int(chunk, "chunk", low=1)
     ell = _sample_loss(model, loss)
 
@@ -242,7 +266,7 @@ def hessian_spectra(model: FlatModel, thetas, X, y, *, loss: str = "mse", chunk:
     out = []
     for s in range(0, T.shape[0], chunk):
         Hs = check_finite_result(hb(T[s:s + chunk]), "the Hessian", "thetas, X or y")
-        out.append(np.linalg.eigvalsh(0.5 * (Hs + Hs.transpose(1, 2)).numpy()))
+        out.append(np.linalg.eigvalsh(0.5 * (Hs + Hs.transpose(1, 2)).cpu().numpy()))
     return np.concatenate(out, 0)
 
 
@@ -278,7 +302,7 @@ def gauss_newton_spectra(model: FlatModel, thetas, X, *, chunk: int = 64) -> np.
         Eigenvalues in increasing order (as ``eigvalsh``); a point with a
         non-finite Jacobian gets a row of nan.
     """
-    T = _thetas(model, thetas)
+    T = follow_device(_thetas(model, thetas), device_of(X))
     _, X, _ = _check_inputs(model, T[0], X)                   # X must fit the model
     chunk = check_int(chunk, "chunk", low=1)
     n = X.shape[0]
@@ -289,16 +313,16 @@ def gauss_newton_spectra(model: FlatModel, thetas, X, *, chunk: int = 64) -> np.
         M = J.transpose(1, 2) @ J if J.shape[2] <= J.shape[1] else J @ J.transpose(1, 2)
         M = M / n
         ok = torch.isfinite(M).all(2).all(1)
-        ev = torch.full(M.shape[:2], float("nan"), dtype=M.dtype)
+        ev = torch.full(M.shape[:2], float("nan"), dtype=M.dtype, device=M.device)
         if ok.any():
             ev[ok] = torch.linalg.eigvalsh(M[ok])
-        out.append(ev.numpy())
+        out.append(ev.cpu().numpy())
     return np.concatenate(out, 0)
 
 
 def sharpness_summary(eigenvalues) -> dict:
     """λ_max, Frobenius norm and trace from the eigenvalues of H (or G), shape (..., p)."""
-    ev = as_tensor(eigenvalues, "eigenvalues").numpy()
+    ev = as_tensor(eigenvalues, "eigenvalues").cpu().numpy()
     if ev.ndim < 1 or ev.shape[-1] == 0:
         raise ValueError("eigenvalues must have a non-empty last axis")
     with np.errstate(over="ignore"):                      # an overflow is reported just below

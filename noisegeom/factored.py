@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ._checks import device_of, follow_device
 from .autodiff import _check_inputs
 from .models import FlatModel, probe_per_sample
 
@@ -87,6 +88,9 @@ class FactoredJacobian:
         (n, p).
     outputs : torch.Tensor
         f(x_i; θ) from the same forward pass, shape (n,).
+    device : torch.device
+        Where the factors live (the device of θ and X); every product is computed there and
+        returned there, and vectors passed in are moved there.
     """
 
     def __init__(self, layers: list, n: int, p: int, outputs: torch.Tensor):
@@ -94,10 +98,11 @@ class FactoredJacobian:
         self.n, self.p = n, p
         self.shape = (n, p)
         self.outputs = outputs
+        self.device = outputs.device
 
     def gram(self) -> torch.Tensor:
         """K = J Jᵀ = Σ_l (X_l X_lᵀ + 1[bias]) ⊙ (Δ_l Δ_lᵀ), shape (n, n), exactly symmetric."""
-        K = torch.empty(self.n, self.n, dtype=torch.float64)
+        K = torch.empty(self.n, self.n, dtype=torch.float64, device=self.device)
         for lo, hi, R in self._gram_rows():
             K[lo:hi, lo:] = R
             K[hi:, lo:hi] = R[:, hi - lo:].T             # the lower part is the upper one, copied
@@ -105,7 +110,7 @@ class FactoredJacobian:
 
     def row_norms2(self) -> torch.Tensor:
         """‖∇f_i‖² = K_ii = Σ_l (‖x_il‖² + 1[bias]) ‖δ_il‖², shape (n,), without K."""
-        out = torch.zeros(self.n, dtype=torch.float64)
+        out = torch.zeros(self.n, dtype=torch.float64, device=self.device)
         for L in self._layers:
             d2 = (L.D * L.D).sum(1)
             if L.w is not None:
@@ -119,7 +124,7 @@ class FactoredJacobian:
         and above the diagonal are computed. R lives in a buffer that the next block overwrites."""
         n = self.n
         rows = max(1, min(n, _GRAM_BLOCK_ROWS))
-        bufs = [torch.empty(rows * n, dtype=torch.float64) for _ in range(3 if len(self._layers) > 1 else 2)]
+        bufs = [torch.empty(rows * n, dtype=torch.float64, device=self.device) for _ in range(3 if len(self._layers) > 1 else 2)]
         for lo in range(0, n, rows):
             hi = min(n, lo + rows)
             shape = (hi - lo, n - lo)
@@ -142,9 +147,9 @@ class FactoredJacobian:
         the diagonal, each read while it is in cache (K itself is never stored). Each stored entry
         also stands for its mirror image below the diagonal."""
         n = self.n
-        diag = torch.empty(n, dtype=torch.float64)
-        Ke = torch.zeros(n, dtype=torch.float64)
-        sq = torch.zeros(n, dtype=torch.float64)
+        diag = torch.empty(n, dtype=torch.float64, device=self.device)
+        Ke = torch.zeros(n, dtype=torch.float64, device=self.device)
+        sq = torch.zeros(n, dtype=torch.float64, device=self.device)
         for lo, hi, R in self._gram_rows():
             m = hi - lo
             diag[lo:hi] = torch.diagonal(R[:, :m])
@@ -157,14 +162,14 @@ class FactoredJacobian:
 
     def __matmul__(self, V) -> torch.Tensor:
         """J V for V of shape (p,) or (p, k): (J V)_i = Σ_l δ_ilᵀ V_l x_il, O(n p) per column."""
-        V = torch.as_tensor(V, dtype=torch.float64)
+        V = torch.as_tensor(V, dtype=torch.float64, device=self.device)
         single = V.ndim == 1
         V = V[:, None] if single else V
         if V.ndim != 2 or V.shape[0] != self.p:
             raise ValueError(f"V must have p = {self.p} rows, got shape {tuple(V.shape)}")
         V = V.contiguous()
         k = V.shape[1]
-        out = torch.zeros(self.n, k, dtype=torch.float64)
+        out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
         for L in self._layers:
             d_out, d_in = L.D.shape[1], L.X.shape[1]
             if L.w is not None:
@@ -173,7 +178,7 @@ class FactoredJacobian:
                 # one; V's weight block viewed as d_out × (d_in·k) needs no copy, and U is formed for a
                 # block of samples at a time in one reused buffer
                 Vw = V[L.w].view(d_out, d_in * k)
-                buf = torch.empty(rows, d_in * k, dtype=torch.float64)
+                buf = torch.empty(rows, d_in * k, dtype=torch.float64, device=self.device)
                 for lo in range(0, self.n, rows):
                     hi = min(self.n, lo + rows)
                     U = torch.mm(L.D[lo:hi], Vw, out=buf[:hi - lo]).view(hi - lo, d_in, k)
@@ -185,10 +190,10 @@ class FactoredJacobian:
     def rmatvec(self, u=None) -> torch.Tensor:
         """Jᵀu for u of shape (n,) (u = 1 if omitted): the weight block is Δ_lᵀ diag(u) X_l."""
         if u is not None:
-            u = torch.as_tensor(u, dtype=torch.float64)
+            u = torch.as_tensor(u, dtype=torch.float64, device=self.device)
             if u.shape != (self.n,):
                 raise ValueError(f"u must have shape ({self.n},), got {tuple(u.shape)}")
-        out = torch.zeros(self.p, dtype=torch.float64)
+        out = torch.zeros(self.p, dtype=torch.float64, device=self.device)
         for L in self._layers:
             Du = L.D if u is None else L.D * u[:, None]
             if L.w is not None:
@@ -199,7 +204,7 @@ class FactoredJacobian:
 
     def dense(self) -> torch.Tensor:
         """J as an n×p tensor (n·p numbers; the outer products written out)."""
-        J = torch.zeros(self.n, self.p, dtype=torch.float64)
+        J = torch.zeros(self.n, self.p, dtype=torch.float64, device=self.device)
         for L in self._layers:
             if L.w is not None:
                 J[:, L.w] = (L.D[:, :, None] * L.X[:, None, :]).reshape(self.n, -1)
@@ -257,6 +262,10 @@ def factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
     Returns
     -------
     FactoredJacobian
+        On the device of θ and X (which must be the model's): the factors X_l and Δ_l stay
+        where the forward and backward passes left them, and :meth:`~FactoredJacobian.gram`,
+        products and :meth:`~FactoredJacobian.dense` are computed and returned there. The one
+        host synchronisation is the scalar check of the factors against autograd.
 
     Raises
     ------
@@ -274,7 +283,7 @@ def factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
 
 
 def _factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
-    theta, X, _ = _check_inputs(model, theta, X)
+    theta, X, _ = _check_inputs(model, follow_device(theta, device_of(X)), X)
     n = X.shape[0]
     th = theta.detach().clone().requires_grad_(True)
     rec = _LinearCalls()
@@ -287,15 +296,15 @@ def _factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
         raise NotFactorableError(reason)
     if f.shape != (n,):
         raise NotFactorableError(f"the model must have one output per sample, shape ({n},); got {tuple(f.shape)}")
-    base = th.data_ptr()
-    itemsize = th.element_size()
+    storage = th.untyped_storage()._cdata
     slices = _param_slices(model)
 
     def locate(t):
-        # a trainable tensor is a contiguous slice of θ: recognise it by where its data sits
-        if t is None or not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() != th.untyped_storage().data_ptr():
+        # a trainable tensor is a contiguous slice of θ: recognise it by the storage it views and
+        # its offset there (not by data pointers, which a tensor without data, on 'meta', lacks)
+        if t is None or not isinstance(t, torch.Tensor) or t.untyped_storage()._cdata != storage:
             return None
-        off = (t.data_ptr() - base) // itemsize
+        off = t.storage_offset() - th.storage_offset()
         s = slices.get(off)
         if s is None or t.numel() != s.stop - s.start or not t.is_contiguous():
             raise NotFactorableError("a linear layer uses part of a parameter, or a strided view of one, "
@@ -328,7 +337,7 @@ def _factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
     grads = torch.autograd.grad(f.sum(), outputs + [th], allow_unused=True)
     for L, out, g in zip(layers, outputs, grads[:-1]):
         # None: the layer's output does not reach f (its parameters have zero gradient)
-        L.D = torch.zeros(out.shape, dtype=torch.float64) if g is None else g
+        L.D = torch.zeros(out.shape, dtype=torch.float64, device=out.device) if g is None else g
     fj = FactoredJacobian(layers, n, model.p, f.detach())
     g_auto = grads[-1] if grads[-1] is not None else torch.zeros_like(th)
     err = float(torch.linalg.vector_norm(fj.rmatvec() - g_auto))

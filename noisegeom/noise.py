@@ -8,6 +8,9 @@ one-sample noise covariance is
 and a minibatch of size B has noise covariance Σ_B = c(n, B) Σ₁ with
 c = 1/B (sampling with replacement) or c = (n − B) / (B (n − 1)) (without
 replacement). Chapter 2 derives both factors.
+
+Devices: everything is computed on the device of ``grads`` (CUDA when they are there); the
+operator's products take and return numpy arrays and move each block of vectors there and back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from ._checks import as_tensor, check_batch_size, check_bool, check_int, check_seed
+from ._checks import as_tensor, check_batch_size, check_bool, check_int, check_seed, seeded_generator
 
 __all__ = [
     "batch_noise_factor",
@@ -57,7 +60,7 @@ def _grads(grads) -> torch.Tensor:
 
 
 def noise_covariance(grads, *, batch_size: int | None = None, replacement: bool = False) -> torch.Tensor:
-    """Dense Σ₁ (or Σ_B when ``batch_size`` is given), shape (p, p).
+    """Dense Σ₁ (or Σ_B when ``batch_size`` is given), shape (p, p), on the device of ``grads``.
 
     Builds a p×p matrix: meant for small p and for tests. Use
     :func:`noise_covariance_operator` or :class:`noisegeom.NoiseGeometry` otherwise.
@@ -85,7 +88,8 @@ def noise_covariance_operator(grads, *, batch_size: int | None = None,
     """Σ₁ (or Σ_B) as a matrix-free ``scipy`` LinearOperator: v ↦ (1/n) Cᵀ(C v).
 
     C is the matrix of centred per-sample gradients, so a product costs
-    O(n p) and no p×p matrix is formed.
+    O(n p) and no p×p matrix is formed. C stays on the device of ``grads``; each product moves
+    its block of vectors there and the result back to the host (scipy works in numpy).
     """
     g = _grads(grads)
     n, p = g.shape
@@ -93,8 +97,8 @@ def noise_covariance_operator(grads, *, batch_size: int | None = None,
     c = 1.0 if batch_size is None else batch_noise_factor(n, batch_size, replacement=replacement)
 
     def matmat(V):
-        V = torch.as_tensor(np.asarray(V, dtype=np.float64).reshape(p, -1))
-        return (c / n * (centred.T @ (centred @ V))).numpy()
+        V = torch.as_tensor(np.asarray(V, dtype=np.float64).reshape(p, -1), device=centred.device)
+        return (c / n * (centred.T @ (centred @ V))).cpu().numpy()
 
     return LinearOperator((p, p), matvec=matmat, matmat=matmat, rmatvec=matmat, rmatmat=matmat,
                           dtype=np.float64)
@@ -105,17 +109,25 @@ def sample_batches(n: int, batch_size: int, num_batches: int, *, replacement: bo
     """Indices of ``num_batches`` independent minibatches, shape (num_batches, B).
 
     Without replacement each row holds B distinct indices (a uniformly random
-    B-subset); with replacement the B indices are i.i.d. uniform.
+    B-subset); with replacement the B indices are i.i.d. uniform. The indices are drawn on
+    the generator's device (the CPU without one): a CUDA generator gives CUDA indices.
     """
     n = check_int(n, "n", low=1)
     B = check_batch_size(batch_size, n)
     num_batches = check_int(num_batches, "num_batches", low=1)
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else check_seed(seed))
-    if check_bool(replacement, "replacement"):
-        return torch.randint(0, n, (num_batches, B), generator=generator)
+    return _draw_batches(n, B, num_batches, check_bool(replacement, "replacement"), generator,
+                         generator.device)
+
+
+def _draw_batches(n: int, B: int, num_batches: int, replacement: bool, generator: torch.Generator,
+                  device: torch.device) -> torch.Tensor:
+    """:func:`sample_batches` without checks, drawn on ``device`` (that of ``generator``)."""
+    if replacement:
+        return torch.randint(0, n, (num_batches, B), generator=generator, device=device)
     # the first B entries of a uniform random permutation form a uniform B-subset
-    return torch.rand(num_batches, n, generator=generator).argsort(dim=1)[:, :B]
+    return torch.rand(num_batches, n, generator=generator, device=device).argsort(dim=1)[:, :B]
 
 
 def minibatch_gradients(grads, batch_size: int, num_batches: int, *, replacement: bool = False,
@@ -123,7 +135,12 @@ def minibatch_gradients(grads, batch_size: int, num_batches: int, *, replacement
     """Gradients of real minibatches, (1/B) Σ_{i∈b} g_i, shape (num_batches, p).
 
     Their empirical covariance converges to Σ_B (tested in tests/toolbox/test_noise.py).
+    The batches are drawn by a generator on the device of ``grads``.
     """
     g = _grads(grads)
-    idx = sample_batches(g.shape[0], batch_size, num_batches, replacement=replacement, seed=seed)
+    B = check_batch_size(batch_size, g.shape[0])
+    num_batches = check_int(num_batches, "num_batches", low=1)
+    replacement = check_bool(replacement, "replacement")
+    idx = _draw_batches(g.shape[0], B, num_batches, replacement, seeded_generator(check_seed(seed), g.device),
+                        g.device)
     return g[idx].mean(1)

@@ -15,6 +15,12 @@ Update rules (θ ∈ R^p, per-sample losses ℓ_i, L = (1/n) Σ ℓ_i):
   for least squares and near an interpolating minimum), ``'top_eigenvector'``
   (C ∝ u₁u₁ᵀ, u₁ the top eigenvector of G). These compare noise *shapes* at
   equal noise *size*, as in Zhu et al. (2019).
+
+Devices: a run happens on the device of X (CUDA when X is there; the model must be there
+too, and θ₀, y, ``theta_ref`` and ``directions`` are moved there). Minibatches and noise
+are drawn by a generator on that device, so a CUDA run is reproducible from ``seed`` but
+draws other numbers than a CPU run; GD is deterministic on both. The records are numpy
+arrays on the host, copied at each record step.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
-from ._checks import DTYPE, as_tensor, check_batch_size, check_int, check_positive
+from ._checks import (DTYPE, as_tensor, check_batch_size, check_int, check_positive, device_of, follow_device,
+                      seeded_generator)
 from .autodiff import _check_inputs, _losses_of_outputs, _sample_loss, jacobian, loss_value, residuals
 from .models import FlatModel
-from .noise import batch_noise_factor, sample_batches
+from .noise import _draw_batches, batch_noise_factor
 
 __all__ = ["Trajectory", "DivergenceError", "simulate", "NOISE_SHAPES", "measure_along_run", "find_minimum"]
 
@@ -153,10 +160,12 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     Returns
     -------
     Trajectory
+        numpy arrays on the host, whatever the device of the run (see the module docstring).
     """
     if not isinstance(model, FlatModel):
         raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    theta_chk, X, y = _check_inputs(model, model.theta0, X, y, loss)
+    dev = device_of(X)
+    theta_chk, X, y = _check_inputs(model, follow_device(model.theta0, dev), X, follow_device(y, dev), loss)
     n = X.shape[0]
     steps = check_int(steps, "steps", low=1)
     S = check_int(n_seeds, "n_seeds", low=1)
@@ -174,20 +183,20 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     if on_divergence not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_divergence must be 'warn', 'raise' or 'ignore', got {on_divergence!r}")
 
-    th = as_tensor(theta0, "theta0", ndim=(1, 2))
+    th = as_tensor(follow_device(theta0, dev), "theta0", ndim=(1, 2))
     if th.shape[-1] != model.p:
         raise ValueError(f"theta0 must have p = {model.p} entries per row, got shape {tuple(th.shape)}")
     th = th.expand(S, model.p).clone() if th.ndim == 1 else th.clone()
     if th.shape[0] != S:
         raise ValueError(f"theta0 of shape (n_seeds, p) must have n_seeds = {S} rows, got {th.shape[0]}")
-    ref = None if theta_ref is None else as_tensor(theta_ref, "theta_ref", ndim=1)
+    ref = None if theta_ref is None else as_tensor(follow_device(theta_ref, dev), "theta_ref", ndim=1)
     if ref is not None and ref.numel() != model.p:
         raise ValueError(f"theta_ref must have length p = {model.p}, got {ref.numel()}")
     U = None
     if directions is not None:
         if ref is None:
             raise ValueError("directions needs theta_ref (energy is measured on θ_t − θ_ref)")
-        U = as_tensor(directions, "directions", ndim=(1, 2))
+        U = as_tensor(follow_device(directions, dev), "directions", ndim=(1, 2))
         U = U[:, None] if U.ndim == 1 else U
         if U.shape[0] != model.p:
             raise ValueError(f"directions must have p = {model.p} rows, got shape {tuple(U.shape)}")
@@ -211,7 +220,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     def batch_loss(theta, xb, yb):
         return seed_losses(theta, xb, yb, True)
 
-    ones_S = torch.ones(S, dtype=DTYPE)
+    ones_S = torch.ones(S, dtype=DTYPE, device=dev)
 
     def seed_gradients(losses_of, theta, xb, yb):
         # the S runs are independent, so the gradient of the sum of their losses holds each run's
@@ -231,7 +240,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
     per_sample = vmap(vmap(grad(ell), in_dims=(None, 0, 0)), in_dims=(0, None, None))
     jac = vmap(vmap(torch.func.jacrev(lambda t, x: model.forward(t, x[None])[0]), in_dims=(None, 0)),
                in_dims=(0, None))
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(int(seed), dev)
     c = batch_noise_factor(n, B, replacement=replacement) if batch_size is not None else 0.0
 
     def injected(theta):
@@ -240,38 +249,38 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         diag = c * (centred ** 2).mean(1)                  # diag Σ_B, (S, p)
         tr = diag.sum(1, keepdim=True)                     # Tr Σ_B, (S, 1)
         if noise == "sgd_covariance":
-            z = torch.randn(S, n, generator=gen, dtype=DTYPE)
+            z = torch.randn(S, n, generator=gen, dtype=DTYPE, device=dev)
             return (c / n) ** 0.5 * torch.einsum("snp,sn->sp", centred, z)
         if noise == "isotropic":
-            return (tr / model.p).sqrt() * torch.randn(S, model.p, generator=gen, dtype=DTYPE)
+            return (tr / model.p).sqrt() * torch.randn(S, model.p, generator=gen, dtype=DTYPE, device=dev)
         if noise == "diagonal":
-            return diag.sqrt() * torch.randn(S, model.p, generator=gen, dtype=DTYPE)
+            return diag.sqrt() * torch.randn(S, model.p, generator=gen, dtype=DTYPE, device=dev)
         J = jac(theta, X)                                  # (S, n, p)
         if noise == "gauss_newton":
             trG = (J ** 2).sum((1, 2))[:, None] / n
-            z = torch.randn(S, n, generator=gen, dtype=DTYPE)
+            z = torch.randn(S, n, generator=gen, dtype=DTYPE, device=dev)
             return (tr / trG.clamp_min(1e-300)).sqrt() * torch.einsum("snp,sn->sp", J, z) / n ** 0.5
         K = J @ J.transpose(1, 2)
         _, vecs = torch.linalg.eigh(K)
         u = torch.einsum("snp,sn->sp", J, vecs[:, :, -1])
         u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        return tr.sqrt() * torch.randn(S, 1, generator=gen, dtype=DTYPE) * u
+        return tr.sqrt() * torch.randn(S, 1, generator=gen, dtype=DTYPE, device=dev) * u
 
     rec_steps, rec_loss, rec_theta, rec_dist, rec_energy = [], [], [], [], []
     escaped = np.full(S, -1)
     diverged = np.full(S, -1)
-    active = torch.ones(S, dtype=torch.bool)
+    active = torch.ones(S, dtype=torch.bool, device=dev)
 
     def record(t, L):
         rec_steps.append(t)
-        rec_loss.append(L.numpy().copy())
+        rec_loss.append(L.cpu().numpy().copy())
         if record_theta:
-            rec_theta.append(th.numpy().copy())
+            rec_theta.append(th.cpu().numpy().copy())
         if ref is not None:
             diff = th - ref
-            rec_dist.append(diff.norm(dim=1).numpy().copy())
+            rec_dist.append(diff.norm(dim=1).cpu().numpy().copy())
             if U is not None:
-                rec_energy.append(((diff @ U) ** 2).numpy().copy())
+                rec_energy.append(((diff @ U) ** 2).cpu().numpy().copy())
 
     drawn_at_once = max(1, 2 ** 20 // (S * n))           # steps of minibatch indices drawn at once
     L = full_loss(th, X, y)
@@ -288,7 +297,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
                 # the minibatches of the next steps in one draw: the generator yields the same
                 # numbers as one draw of S batches per step, without the per-call overhead
                 ahead = min(drawn_at_once, steps - t)
-                drawn = sample_batches(n, B, ahead * S, replacement=replacement, generator=gen).view(ahead, S, B)
+                drawn = _draw_batches(n, B, ahead * S, replacement, gen, dev).view(ahead, S, B)
             idx = drawn[t % drawn_at_once]
             g = batch_grad(th, X[idx], y[idx])
         else:
@@ -300,7 +309,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         if L_new is not None:
             finite &= torch.isfinite(L_new)
         bad = active & ~finite
-        diverged[bad.numpy()] = t + 1
+        diverged[bad.cpu().numpy()] = t + 1
         step_ok = active & finite
         th = torch.where(step_ok[:, None], new, th)
         if L_new is not None:
@@ -308,7 +317,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         active &= finite
         if escape_loss is not None:
             esc = active & (L > escape_loss)
-            escaped[esc.numpy()] = t + 1
+            escaped[esc.cpu().numpy()] = t + 1
             active &= ~esc
         last = t + 1
         if (t + 1) % record_every == 0 or t + 1 == steps or not bool(active.any()):
@@ -331,7 +340,7 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         theta=np.stack(rec_theta) if record_theta else None,
         distance=np.stack(rec_dist) if ref is not None else None,
         energy=np.stack(rec_energy) if U is not None else None,
-        escaped_at=escaped, diverged_at=diverged, final_theta=th.numpy().copy(),
+        escaped_at=escaped, diverged_at=diverged, final_theta=th.cpu().numpy().copy(),
         message="; ".join(parts),
         params=dict(eta=etas, steps=steps, batch_size=batch_size, replacement=replacement,
                     noise=noise, n_seeds=S, seed=seed, loss=loss),
@@ -354,7 +363,8 @@ def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, 
     ``seed + j``. A diverging run raises :class:`noisegeom.DivergenceError`.
     Chapters 3, 6 and 9 record their measurements through it: ``measure`` can be
     anything a point θ_t allows, for example :class:`noisegeom.NoiseGeometry` metrics.
-    ``loss`` is the training loss, as in :func:`simulate`.
+    ``loss`` is the training loss, as in :func:`simulate`. θ_t is passed on the device of X
+    (as the runs are).
 
     Returns
     -------
@@ -369,7 +379,7 @@ def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, 
         raise ValueError("record_at must be non-negative and strictly increasing")
     if not isinstance(model, FlatModel):
         raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
-    theta = as_tensor(theta0, "theta0", ndim=1)
+    theta = as_tensor(follow_device(theta0, device_of(X)), "theta0", ndim=1)
     if theta.numel() != model.p:
         raise ValueError(f"theta0 must have length p = {model.p}, got {theta.numel()}")
     rows, t = [], 0
@@ -378,7 +388,7 @@ def measure_along_run(model: FlatModel, X, y, theta0, *, eta: float, record_at, 
             traj = simulate(model, X, y, theta, eta=eta, steps=target - t, batch_size=batch_size,
                             replacement=replacement, seed=seed + j, record_every=target - t,
                             loss=loss, on_divergence="raise")
-            theta = torch.as_tensor(traj.final_theta[0])
+            theta = torch.as_tensor(traj.final_theta[0], device=theta.device)
             t = target
         rows.append(measure(theta))
     return steps.copy(), rows
@@ -398,20 +408,25 @@ def find_minimum(model: FlatModel, X, y, theta0, *, eta: float, steps: int, poli
     Returns
     -------
     torch.Tensor, shape (p,)
+        On the device of X.
     """
-    theta0, X, y = _check_inputs(model, theta0, X, y)
+    dev = device_of(X)
+    theta0, X, y = _check_inputs(model, follow_device(theta0, dev), X, follow_device(y, dev))
     steps = check_int(steps, "steps", low=0)
     polish_steps = check_int(polish_steps, "polish_steps", low=0)
     tol = check_positive(tol, "tol", allow_zero=True)
     th = theta0
     if steps > 0:
         tr = simulate(model, X, y, theta0, eta=eta, steps=steps, record_every=steps, on_divergence="raise")
-        th = torch.as_tensor(tr.final_theta[0], dtype=DTYPE)
+        th = torch.as_tensor(tr.final_theta[0], dtype=DTYPE, device=theta0.device)
     for _ in range(polish_steps):
         if loss_value(model, th, X, y) <= tol:
             break
         # k outputs: the n·k residuals against the n·k rows of J, the same least-squares step
         e = residuals(model, th, X, y).reshape(-1)
         J = jacobian(model, th, X).reshape(e.shape[0], -1)
-        th = th - torch.linalg.lstsq(J, e[:, None], driver="gelsd").solution[:, 0]
+        # gelsd (SVD, minimum norm for n < p) exists on the CPU only: a GPU's J goes to the host
+        # for it (n·p numbers, little next to the SVD), which also gives the CPU's step exactly
+        step = torch.linalg.lstsq(J.cpu(), e[:, None].cpu(), driver="gelsd").solution.to(th.device)
+        th = th - step[:, 0]
     return th

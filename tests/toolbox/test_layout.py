@@ -41,7 +41,7 @@ CHAPTER_TESTS = ROOT / "tests" / "chapters"
 # Chapter 1 needs no module of its own (noisegeom/chapters/__init__.py).
 CHAPTERS_WITHOUT_MODULE = {"01_sgd_in_one_picture"}
 # Test files of tests/toolbox/ that are not about one toolbox module.
-TOOLBOX_TESTS_NOT_OF_A_MODULE = {"test_errors.py", "test_layout.py", "test_install.py", "test_fuzz.py"}
+TOOLBOX_TESTS_NOT_OF_A_MODULE = {"test_errors.py", "test_layout.py", "test_install.py", "test_fuzz.py", "test_device.py"}
 # Files that may sit in a test folder besides test files (pytest's own).
 TEST_FOLDER_EXTRAS = {"__init__.py", "conftest.py"}
 
