@@ -12,7 +12,6 @@ with an MLP and a small CNN trained on the cross-entropy. This module adds
 * :func:`alignment_through_training`: :func:`measure` at chosen steps of a GD or SGD run;
 * :func:`digits_sweep`: that, for both networks, SGD and GD and several seeds — the
   chapter's bands, precomputed by ``scripts/real_data.py digits``;
-* :func:`band`: median and 10–90 % band over seeds of a recorded quantity;
 * :func:`escape_from_minimum`: GD or SGD started at a minimum θ⋆ of the square loss,
   the share of ‖θ_t − θ⋆‖² on the top-k Hessian eigenvectors at θ⋆ and on their
   complement, and the sharpness λ_max along the run.
@@ -41,7 +40,6 @@ __all__ = [
     "normalization_of",
     "measure",
     "alignment_through_training",
-    "band",
     "escape_from_minimum",
     "DIGITS_RUN",
     "digits_sweep",
@@ -169,11 +167,6 @@ def alignment_through_training(model: FlatModel, X, y, theta0, *, eta: float, re
     out = {name: np.stack([np.asarray(r[name], dtype=float) for r in rows]) for name in rows[0]}
     out["steps"] = steps
     return out
-
-
-def band(values, axis: int = 0) -> np.ndarray:
-    """10th percentile, median and 90th percentile over ``axis`` (the seeds), stacked: shape (3, ...)."""
-    return np.percentile(np.asarray(values, dtype=float), [10, 50, 90], axis=axis)
 
 
 def escape_from_minimum(model: FlatModel, X, y, theta_star, *, eta: float, steps: int,
