@@ -133,8 +133,8 @@ def test_every_piece_is_unbiased_over_all_subsamples(n, m, k):
     for key, val in sums_g.items():
         assert close(val, truth[key], 1e-12), key
     # the ratio itself is not unbiased: the test above could tell (it is not a tautology)
-    mean_mu = np.mean([ng.estimate_mu_from_sample(grads[list(S)], factor[rows_of(S, k)], n, losses=losses[list(S)]).value
-                       for S in subsets])
+    mean_mu = np.mean([ng.estimate_mu_from_sample(grads[list(S)], factor[rows_of(S, k)], n,
+                                                  losses=losses[list(S)]).value for S in subsets])
     assert abs(mean_mu - truth["trace_sigma1_G"] / (truth["scale"] * truth["frobenius2_G"])) > 1e-6
 
 
