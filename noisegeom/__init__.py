@@ -23,6 +23,8 @@ from .autodiff import (LOSSES, ggn_factor, jacobian, loss_value, per_sample_grad
 from .curvature import (Eigenpairs, gauss_newton_matrix, gauss_newton_operator, gauss_newton_spectra,
                         hessian_matrix, hessian_operator, hessian_spectra, hutchinson, sharpness_summary,
                         top_eigenpairs)
+from .estimators import (Estimate, estimate_g, estimate_g_from_sample, estimate_mu,
+                         estimate_mu_from_sample)
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .data import (effective_dimension, gaussian_inputs, load_cifar10, load_digits, load_mnist, power_law_spectrum,
                    teacher_labels)
@@ -74,6 +76,8 @@ __all__ = [
     # alignment
     "NoiseGeometry", "average_alignment", "directional_alignment", "subspace_alignment",
     "isotropic_alignment",
+    # estimates for large n
+    "Estimate", "estimate_mu", "estimate_g", "estimate_mu_from_sample", "estimate_g_from_sample",
     # stability
     "gd_stable", "frobenius_threshold", "aligned_second_moment_map", "perron", "perron_vector_formula",
     "least_squares_second_moment_map", "second_moment_spectral_radius", "nonuniformity",
