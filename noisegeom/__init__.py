@@ -24,6 +24,7 @@ from .curvature import (Eigenpairs, gauss_newton_matrix, gauss_newton_operator, 
                         hessian_matrix, hessian_operator, hessian_spectra, hutchinson, sharpness_summary,
                         top_eigenpairs)
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
+from .layerwise import NotLayerwiseError
 from .data import effective_dimension, gaussian_inputs, load_digits, power_law_spectrum, teacher_labels
 from .models import (ACTIVATIONS, FlatModel, deep_linear_model, diagonal_linear_model, linear_model, mlp,
                      small_cnn, two_layer_net)
@@ -63,7 +64,7 @@ __all__ = [
     "teacher_labels", "load_digits", "Task", "two_layer_task",
     # autodiff
     "LOSSES", "residuals", "loss_value", "per_sample_losses", "jacobian", "per_sample_gradients", "ggn_factor",
-    "FactoredJacobian", "factored_jacobian", "NotFactorableError",
+    "FactoredJacobian", "factored_jacobian", "NotFactorableError", "NotLayerwiseError",
     # noise
     "batch_noise_factor", "noise_covariance", "noise_covariance_operator", "sample_batches",
     "minibatch_gradients",
