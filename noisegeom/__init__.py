@@ -28,6 +28,7 @@ from .estimators import (Estimate, estimate_g, estimate_g_from_sample, estimate_
 from .factored import FactoredJacobian, NotFactorableError, factored_jacobian
 from .data import (effective_dimension, gaussian_inputs, load_cifar10, load_digits, load_mnist, power_law_spectrum,
                    teacher_labels)
+from .layerwise import NotLayerwiseError
 from .models import (ACTIVATIONS, FlatModel, deep_linear_model, diagonal_linear_model, linear_model, mlp,
                      small_cnn, two_layer_net)
 from .noise import (batch_noise_factor, minibatch_gradients, noise_covariance, noise_covariance_operator,
@@ -66,7 +67,7 @@ __all__ = [
     "teacher_labels", "load_digits", "load_mnist", "load_cifar10", "Task", "two_layer_task",
     # autodiff
     "LOSSES", "residuals", "loss_value", "per_sample_losses", "jacobian", "per_sample_gradients", "ggn_factor",
-    "FactoredJacobian", "factored_jacobian", "NotFactorableError",
+    "FactoredJacobian", "factored_jacobian", "NotFactorableError", "NotLayerwiseError",
     # noise
     "batch_noise_factor", "noise_covariance", "noise_covariance_operator", "sample_batches",
     "minibatch_gradients",

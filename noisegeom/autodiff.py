@@ -1,4 +1,4 @@
-"""Residuals, per-sample gradients and Jacobians through ``torch.func``.
+"""Residuals, per-sample gradients and Jacobians.
 
 Notation (the book's, see the Toolbox appendix): residual e_i = f(x_i; θ) − y_i, per-sample loss
 ℓ_i = ½ e_i², J ∈ R^{n×p} with rows ∇f_i, per-sample gradient g_i = e_i ∇f_i.
@@ -7,8 +7,14 @@ classification ℓ_i is the cross-entropy of the logits; then g_i is the
 per-sample loss gradient and the curvature matrix is the generalized
 Gauss–Newton G = (1/n) Σ_i J_iᵀ Λ_i J_i, Λ_i = ∇²_f ℓ_i (see :func:`~noisegeom.ggn_factor`).
 
-Everything is computed with ``vmap`` over samples, in chunks so that memory
-stays bounded at about ``chunk_size × p`` numbers per intermediate.
+Two routes (``route=``), the same numbers to rounding. 'layerwise' (:mod:`noisegeom.layerwise`):
+for networks whose parameters are all weights and biases of linear layers and convolutions,
+one forward and one backward pass (k for k outputs) give every sample's gradient as outer
+products, Δ_i U_iᵀ per layer. 'vmap': ``torch.func.vmap`` over samples, for any model. The
+default, 'auto', takes the first for models with convolutions (torch's vmap rule for a
+convolution's weight gradient loops over the samples), the second otherwise. Both work in chunks of samples so
+that memory stays bounded at about ``chunk_size × p`` numbers per intermediate (times k for k
+outputs; the layerwise route also holds the layers' inputs and signals).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from torch.func import grad, jacrev, vmap
 
 from ._checks import as_tensor, check_finite_result, check_int
+from .layerwise import NotLayerwiseError, layerwise_rows
 from .models import FlatModel
 
 __all__ = [
@@ -27,9 +34,13 @@ __all__ = [
     "jacobian",
     "per_sample_gradients",
     "ggn_factor",
+    "ROUTES",
 ]
 
 LOSSES = ("mse", "cross_entropy")
+ROUTES = ("auto", "layerwise", "vmap")
+# Relative tolerance of the check of the layerwise route's first and last rows against vmap's.
+_ROW_RTOL = 1e-9
 
 # Bound on the numbers held by one vmapped chunk (about 256 MB in float64).
 _CHUNK_BUDGET = 2 ** 25
@@ -167,8 +178,61 @@ def loss_value(model: FlatModel, theta, X, y, *, loss: str = "mse") -> float:
     return float(per_sample_losses(model, theta, X, y, loss=loss).mean())
 
 
-def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None) -> torch.Tensor:
+def _check_route(route) -> str:
+    if not isinstance(route, str) or route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    return route
+
+
+def _layerwise_or_none(route: str, rows, reference, n: int):
+    """The layerwise route's result, rows(), or None where the model is outside its rule
+    (route='auto'; route='layerwise' raises). Its first and last rows are compared with
+    reference(idx), the vmap route on those samples alone: a layer that mixes up the samples
+    in a way the other checks cannot see is caught here."""
+    try:
+        out = rows()
+        idx = sorted({0, n - 1})
+        ref = reference(idx)
+        err = float(torch.linalg.vector_norm(out[idx] - ref))
+        if not err <= _ROW_RTOL * max(float(torch.linalg.vector_norm(ref)), 1e-300):
+            raise NotLayerwiseError(f"its rows differ from vmap's on single samples by {err:.3g}")
+        return out
+    except NotLayerwiseError as exc:
+        if route == "layerwise":
+            raise NotLayerwiseError(f"route='layerwise' does not apply to this model: {exc}") from exc
+        return None
+
+
+def _vmap_jacobian(model: FlatModel, theta, X, k: int, chunk_size):
+    def f1(th, x):
+        return model.forward(th, x[None])[0]
+
+    return vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size, X.shape[0]))(theta, X)
+
+
+def _vmap_per_sample_gradients(model: FlatModel, theta, X, y, loss: str, chunk_size):
+    g = vmap(grad(_sample_loss(model, loss)), in_dims=(None, 0, 0),
+             chunk_size=_auto_chunk(model.p, 1, chunk_size, X.shape[0]))
+    return g(theta, X, y)
+
+
+def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None, route: str = "auto") -> torch.Tensor:
     """Jacobian of the outputs: rows ∇_θ f(x_i; θ).
+
+    Parameters
+    ----------
+    model : FlatModel
+    theta : array, shape (p,)
+    X : array, shape (n, ...)
+    chunk_size : int, optional
+        Samples per chunk (memory bound); by default about 2²⁵ numbers per chunk.
+    route : {'auto', 'layerwise', 'vmap'}
+        'layerwise': one backward pass per output, the rows formed layer by layer
+        (:mod:`noisegeom.layerwise`; every trainable parameter a weight or bias of linear
+        layers or 1-D/2-D convolutions), else :class:`~noisegeom.NotLayerwiseError`. 'vmap':
+        ``vmap(jacrev)`` over samples, any model. 'auto' (default): 'layerwise' for models
+        with convolutions (where torch's vmap rule loops over the samples) that it applies
+        to, else 'vmap' (which batches linear layers into single products and is faster there).
 
     Returns
     -------
@@ -176,42 +240,71 @@ def jacobian(model: FlatModel, theta, X, *, chunk_size: int | None = None) -> to
         Shape (n, p) for a scalar model, (n, k, p) for k outputs.
     """
     theta, X, _ = _check_inputs(model, theta, X)
+    route = _check_route(route)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", low=1)
+    shape = model.forward(theta, X[:1]).shape[1:]
+    k = shape.numel()
+    J = None
+    if route != "vmap":
+        def roots(f, lo, hi):
+            R = f.reshape(f.shape[0], k)
+            # cotangent a: e_a for every sample, so that the signals are those of output a
+            return R, torch.eye(k, dtype=R.dtype, device=R.device)[:, None, :].expand(k, *R.shape)
 
-    def f1(th, x):
-        return model.forward(th, x[None])[0]
+        def rows():
+            return layerwise_rows(model, theta, X, roots, k, chunk_size=chunk_size, budget=_CHUNK_BUDGET,
+                                  convolutions_only=route == "auto").reshape(X.shape[0], *shape, model.p)
 
-    k = model.forward(theta, X[:1])[0].numel()
-    jac = vmap(jacrev(f1), in_dims=(None, 0), chunk_size=_auto_chunk(model.p, k, chunk_size, X.shape[0]))
-    return check_finite_result(jac(theta, X), "the Jacobian", "theta or X")
+        J = _layerwise_or_none(route, rows, lambda idx: _vmap_jacobian(model, theta, X[idx], k, None), X.shape[0])
+    if J is None:
+        J = _vmap_jacobian(model, theta, X, k, chunk_size)
+    return check_finite_result(J, "the Jacobian", "theta or X")
 
 
 def per_sample_gradients(model: FlatModel, theta, X, y, *, loss: str = "mse",
-                         chunk_size: int | None = None) -> torch.Tensor:
+                         chunk_size: int | None = None, route: str = "auto") -> torch.Tensor:
     """Per-sample loss gradients g_i = ∇_θ ℓ_i, shape (n, p).
 
-    For the scalar square loss g_i = e_i ∇f_i.
+    For the scalar square loss g_i = e_i ∇f_i. ``chunk_size`` and ``route`` as in
+    :func:`jacobian`; the layerwise route needs one backward pass of Σ_i ℓ_i.
     """
     theta, X, y = _check_inputs(model, theta, X, y, loss)
-    g = vmap(grad(_sample_loss(model, loss)), in_dims=(None, 0, 0),
-             chunk_size=_auto_chunk(model.p, 1, chunk_size, X.shape[0]))
-    return check_finite_result(g(theta, X, y), "the per-sample gradients", "theta, X or y")
+    route = _check_route(route)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", low=1)
+    G = None
+    if route != "vmap":
+        def roots(f, lo, hi):
+            R = _losses_of_outputs(f, y[lo:hi], loss)
+            return R, torch.ones_like(R)[None]
+
+        def rows():
+            return layerwise_rows(model, theta, X, roots, 1, chunk_size=chunk_size, budget=_CHUNK_BUDGET,
+                                  convolutions_only=route == "auto")[:, 0]
+
+        G = _layerwise_or_none(route, rows, lambda idx: _vmap_per_sample_gradients(model, theta, X[idx], y[idx],
+                                                                                   loss, None), X.shape[0])
+    if G is None:
+        G = _vmap_per_sample_gradients(model, theta, X, y, loss, chunk_size)
+    return check_finite_result(G, "the per-sample gradients", "theta, X or y")
 
 
 def ggn_factor(model: FlatModel, theta, X, y=None, *, loss: str = "mse",
-               chunk_size: int | None = None) -> torch.Tensor:
+               chunk_size: int | None = None, route: str = "auto") -> torch.Tensor:
     """A factor A with G = AᵀA / n (the generalized Gauss–Newton matrix).
 
     For the scalar square loss A = J. For k outputs, the rows of A are the k
     rows of Λ_i^{1/2} J_i for each sample i, with Λ_i = I (square loss) or
     Λ_i = diag(s_i) − s_i s_iᵀ, s_i = softmax(f(x_i)) (cross-entropy), so
-    G = (1/n) Σ_i J_iᵀ Λ_i J_i.
+    G = (1/n) Σ_i J_iᵀ Λ_i J_i. ``chunk_size`` and ``route``: those of :func:`jacobian`.
 
     Returns
     -------
     torch.Tensor
         Shape (n·k, p).
     """
-    J = jacobian(model, theta, X, chunk_size=chunk_size)
+    J = jacobian(model, theta, X, chunk_size=chunk_size, route=route)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if J.ndim == 2:
