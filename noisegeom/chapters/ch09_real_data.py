@@ -104,7 +104,9 @@ def measure(model: FlatModel, theta, X, y, *, loss: str = "cross_entropy", k: in
     Returns
     -------
     dict
-        ``loss``, ``accuracy`` (cross-entropy only, else nan), ``mu``, ``mu_iso``;
+        ``loss``, ``accuracy``, ``label_prob_min``, ``label_prob_median`` (cross-entropy only, else
+        nan: the smallest and the median over samples of p_{i,y_i}, the probability the model gives
+        the sample's label), ``mu``, ``mu_iso``;
         ``hess_values``, ``hess_residuals`` (k,): top Hessian eigenvalues λ_j and ‖Hu_j − λ_ju_j‖;
         ``g_top`` (k,): g(u_j); ``g_iso_top`` (k,): (Tr Σ₁/p)/(s u_jᵀGu_j), what isotropic noise of
         the same trace would give; ``g_random`` (n_random,); ``g_bottom`` (k,) and ``G_bottom`` (k,):
@@ -132,11 +134,15 @@ def measure(model: FlatModel, theta, X, y, *, loss: str = "cross_entropy", k: in
     if loss == "cross_entropy":
         with torch.no_grad():
             out = model.forward(theta, as_tensor(X, "X"))
-        accuracy = float((out.argmax(1) == torch.as_tensor(y)).double().mean())
+        labels = torch.as_tensor(y, device=out.device)
+        accuracy = float((out.argmax(1) == labels).double().mean())
+        # p_{i,y_i}: the probability the model gives each sample's own label
+        label_prob = torch.softmax(out, dim=1).gather(1, labels[:, None])[:, 0]
+        prob_min, prob_median = float(label_prob.min()), float(label_prob.median())
     else:
-        accuracy = float("nan")
+        accuracy = prob_min = prob_median = float("nan")
     return {
-        "loss": geo.loss, "accuracy": accuracy,
+        "loss": geo.loss, "accuracy": accuracy, "label_prob_min": prob_min, "label_prob_median": prob_median,
         "mu": geo.mu(normalization=norm), "mu_iso": geo.mu_isotropic(normalization=norm),
         "hess_values": pairs.values, "hess_residuals": pairs.residuals,
         "g_top": np.atleast_1d(geo.g(U, normalization=norm)),
