@@ -1,4 +1,3 @@
-import sys; sys.path.insert(0, "/work/main/tests")
 
 
 # ---- noisegeom/chapters/ch09_real_data.py (the chapter's numerics)
