@@ -44,7 +44,8 @@ def conv_gram_matches_written_out_gradients(conv_gram):
     K = conv_gram(D.clone(), U.clone())
     assert K is not None and K is not Ellipsis, f"conv_gram returned {K!r}; expected an (n, n) tensor"
     K = torch.as_tensor(K, dtype=torch.float64)
-    assert tuple(K.shape) == (n, n), f"conv_gram must return an (n, n) = ({n}, {n}) matrix; got shape {tuple(K.shape)}"
+    assert tuple(K.shape) == (n, n), (
+        f"conv_gram must return an (n, n) = ({n}, {n}) matrix; got shape {tuple(K.shape)}")
     grads = torch.einsum("ias,ibs->iab", D, U).reshape(n, -1)      # row i: Δ_i U_iᵀ, flattened
     ref = grads @ grads.T
     err = float(torch.linalg.norm(K - ref) / torch.linalg.norm(ref))
@@ -74,7 +75,8 @@ def conv_gram_is_a_gram_matrix_and_reduces_to_linear(conv_gram):
     K = conv_gram(D, U)
     assert K is not None and K is not Ellipsis, f"conv_gram returned {K!r}; expected an (n, n) tensor"
     K = torch.as_tensor(K, dtype=torch.float64)
-    assert tuple(K.shape) == (n, n), f"conv_gram must return an (n, n) = ({n}, {n}) matrix; got shape {tuple(K.shape)}"
+    assert tuple(K.shape) == (n, n), (
+        f"conv_gram must return an (n, n) = ({n}, {n}) matrix; got shape {tuple(K.shape)}")
     asym = float(torch.linalg.norm(K - K.T) / torch.linalg.norm(K))
     assert asym < 1e-12, f"a Gram matrix is symmetric; ‖K - Kᵀ‖/‖K‖ = {asym:.2e}"
     eig = torch.linalg.eigvalsh((K + K.T) / 2)
