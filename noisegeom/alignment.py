@@ -24,10 +24,10 @@ never formed; only the blocks of K on and above the diagonal are computed, and K
 not stored.
 
 Devices: a geometry lives on the device of its data (the factor and gradients, or X in
-:meth:`NoiseGeometry.from_model`, or the module in :meth:`NoiseGeometry.from_module`), CUDA
+:meth:`~noisegeom.NoiseGeometry.from_model`, or the module in :meth:`~noisegeom.NoiseGeometry.from_module`), CUDA
 included. Every Gram, product and eigendecomposition runs there; directions passed in are
 moved there. The scalar metrics come back as Python floats, ``g`` of several directions and
-:meth:`NoiseGeometry.top_eigenpairs` as numpy arrays on the host (as on the CPU). On the CPU the
+:meth:`~noisegeom.NoiseGeometry.top_eigenpairs` as numpy arrays on the host (as on the CPU). On the CPU the
 Gram matrices use BLAS ``syrk`` through scipy; elsewhere a torch product, mirrored to be exactly
 symmetric. Products with a scipy ``LinearOperator`` curvature go through the host.
 """

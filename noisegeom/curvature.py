@@ -10,7 +10,7 @@ Devices: the operators are scipy ``LinearOperator`` objects, so they take and re
 arrays on the host; each product moves its block of vectors to the device of the data the
 operator was built from (the factor, or θ and X), computes there, and brings the result back.
 Lanczos (ARPACK) runs on the host; only its products touch the device. Dense results
-(:func:`gauss_newton_matrix`, :func:`hessian_matrix`) stay on the data's device.
+(:func:`~noisegeom.gauss_newton_matrix`, :func:`~noisegeom.hessian_matrix`) stay on the data's device.
 """
 
 from __future__ import annotations

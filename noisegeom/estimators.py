@@ -204,9 +204,12 @@ def _generator(seed) -> torch.Generator:
 
 def _jackknife_se(loo: torch.Tensor, m: int, n: int) -> np.ndarray:
     """√((1 − m/n) · (m−1)/m Σ_r (θ̂_(r) − θ̄)²) over the first axis of ``loo``."""
+    fpc = max(0.0, 1.0 - m / n)
+    if fpc == 0.0:                              # m = n: the estimate is the exact value
+        return np.zeros(loo.shape[1:])
     dev = loo - loo.mean(0)
     var = (m - 1) / m * (dev * dev).sum(0)
-    return np.sqrt(max(0.0, 1.0 - m / n) * var.numpy())
+    return np.sqrt(fpc * var.numpy())
 
 
 def _check_interval(interval) -> str:
@@ -215,10 +218,14 @@ def _check_interval(interval) -> str:
     return interval
 
 
-def _result(value, loo, parts, parts_loo, m, n, level, interval: str, single: bool) -> Estimate:
-    value = check_finite_result(value, "the estimate", "grads, factor or losses")
-    check_finite_result(loo, "a leave-one-out estimate", "grads, factor or losses (or m is too small)")
-    se = _jackknife_se(loo, m, n)
+def _result(value, loo, parts, parts_loo, m, n, level, interval: str, single: bool, inputs: str) -> Estimate:
+    # ``inputs`` names the caller's arguments: grads, factor or losses, or theta, X or y
+    value = check_finite_result(value, "the estimate", inputs)
+    check_finite_result(loo, "a leave-one-out estimate", f"{inputs} (or m is too small)")
+    for key in parts:                           # no nan or inf in the pieces or their standard errors
+        check_finite_result(parts[key], f"the estimate of {key}", inputs)
+        check_finite_result(parts_loo[key], f"a leave-one-out estimate of {key}", inputs)
+    se = check_finite_result(_jackknife_se(loo, m, n), "the standard error", inputs)
     z = float(norm.ppf(0.5 + level / 2))
     val = value.numpy()
     if interval == "normal":
@@ -237,6 +244,8 @@ def _result(value, loo, parts, parts_loo, m, n, level, interval: str, single: bo
     else:
         parts = {k: v.numpy().copy() for k, v in parts.items()}
         pse = {k: _jackknife_se(parts_loo[k], m, n) for k in parts}
+    for key, value in pse.items():
+        check_finite_result(value, f"the standard error of {key}", inputs)
     return Estimate(*out, level=level, m=m, n=n, interval=interval, parts=parts, parts_stderr=pse)
 
 
@@ -327,7 +336,7 @@ def _mu_pieces(grads: torch.Tensor, A: torch.Tensor, n: int, side: str):
 
 def estimate_mu_from_sample(grads, factor, n: int, *, losses=None, exact_loss: float | None = None,
                             normalization: str = "loss", level: float = 0.95, interval: str = "normal",
-                            side: str = "auto") -> Estimate:
+                            side: str = "auto", _inputs: str = "grads, factor or losses") -> Estimate:
     """μ = Tr(Σ₁G) / (s‖G‖_F²) of n samples from the rows of a uniform subsample of m of them.
 
     Parameters
@@ -378,13 +387,15 @@ def estimate_mu_from_sample(grads, factor, n: int, *, losses=None, exact_loss: f
     m = grads.shape[0]
     s, s_loo = _scale(normalization, losses, exact_loss, m)
     parts, loo = _mu_pieces(grads, factor, n, side)
+    for key in ("trace_sigma1_G", "frobenius2_G"):       # an overflow, not a vanishing G
+        check_finite_result(parts[key], f"the estimate of {key}", _inputs)
     if not float(parts["frobenius2_G"]) > 0:
         raise ValueError("factor: every A_iA_jᵀ of the subsample vanishes (‖G‖_F² estimated as 0): "
                          "μ is undefined")
     value = parts["trace_sigma1_G"] / (s * parts["frobenius2_G"])
     value_loo = loo["trace_sigma1_G"] / (s_loo * loo["frobenius2_G"])
     parts["scale"], loo["scale"] = torch.tensor(s, dtype=torch.float64), s_loo
-    return _result(value, value_loo, parts, loo, m, n, level, interval, single=True)
+    return _result(value, value_loo, parts, loo, m, n, level, interval, single=True, inputs=_inputs)
 
 
 # ------------------------------------------------------------------ g
@@ -402,7 +413,7 @@ def _directions(v, p: int):
 
 
 def _g_from_projections(a: torch.Tensor, b: torch.Tensor, n: int, s, s_loo, level: float, interval: str,
-                        single: bool) -> Estimate:
+                        single: bool, inputs: str) -> Estimate:
     """g(v) from a_i = g_i·v (m, r) and b_i = ‖A_i v‖² (m, r)."""
     m = a.shape[0]
     q0, q0_loo = _single_mean(a * a)
@@ -429,12 +440,12 @@ def _g_from_projections(a: torch.Tensor, b: torch.Tensor, n: int, s, s_loo, leve
              "scale": torch.full((r,), float(s), dtype=torch.float64)}
     loo = {"vSigma1v": num_loo, "vGv": vGv_loo, "q0": q0_loo, "q1": q1_loo,
            "scale": s_loo[:, None].expand(m, r)}
-    return _result(value, value_loo, parts, loo, m, n, level, interval, single)
+    return _result(value, value_loo, parts, loo, m, n, level, interval, single, inputs)
 
 
 def estimate_g_from_sample(grads, factor, v, n: int, *, losses=None, exact_loss: float | None = None,
                            normalization: str = "loss", level: float = 0.95,
-                           interval: str = "normal") -> Estimate:
+                           interval: str = "normal", _inputs: str = "grads, factor or losses") -> Estimate:
     """g(v) = vᵀΣ₁v / (s · vᵀGv) of n samples from a uniform subsample of m of them.
 
     Parameters
@@ -459,7 +470,7 @@ def estimate_g_from_sample(grads, factor, v, n: int, *, losses=None, exact_loss:
     s, s_loo = _scale(normalization, losses, exact_loss, m)
     k = factor.shape[0] // m
     AV = (factor @ V).reshape(m, k, -1)
-    return _g_from_projections(grads @ V, (AV * AV).sum(1), n, s, s_loo, level, interval, single)
+    return _g_from_projections(grads @ V, (AV * AV).sum(1), n, s, s_loo, level, interval, single, _inputs)
 
 
 # ------------------------------------------------------------------ from a model and data
@@ -552,7 +563,8 @@ def estimate_mu(model, theta, X, y, *, m: int, loss: str = "mse", normalization:
     grads, factor, losses, n, idx = _subsample(model, theta, X, y, loss, m, seed, MIN_M_MU, chunk_size,
                                                need_losses)
     est = estimate_mu_from_sample(grads, factor, n, losses=losses, exact_loss=exact_loss,
-                                  normalization=normalization, level=level, interval=interval)
+                                  normalization=normalization, level=level, interval=interval,
+                                  _inputs="theta, X or y")
     return replace(est, indices=idx)
 
 
@@ -582,5 +594,6 @@ def estimate_g(model, theta, X, y, v, *, m: int, loss: str = "mse", normalizatio
     grads, factor, losses, n, idx = _subsample(model, theta, X, y, loss, m, seed, MIN_M_G, chunk_size,
                                                need_losses)
     est = estimate_g_from_sample(grads, factor, v, n, losses=losses, exact_loss=exact_loss,
-                                 normalization=normalization, level=level, interval=interval)
+                                 normalization=normalization, level=level, interval=interval,
+                                 _inputs="theta, X or y")
     return replace(est, indices=idx)

@@ -333,3 +333,26 @@ def test_bad_input_raises_clear_error(name):
     call, exc, pattern = BAD[name]
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_overflow_is_an_error_naming_the_callers_arguments():
+    """Found by the fuzz tests: a huge input gave a nan in parts_stderr, blamed a vanishing G, or named
+    the arguments of the _from_sample functions from estimate_mu/estimate_g."""
+    model = ng.linear_model(2, init_scale=1.0, seed=1)
+    X = torch.tensor([[1.541, -0.2934], [-2.1788, 0.5684], [-1.0845, -1.3986], [0.4033, 0.838]], dtype=DT)
+    y = torch.tensor([1.541, -0.2934, -2.1788, 0.5684], dtype=DT)
+    theta = torch.tensor([0.3793, 0.9714], dtype=DT)
+    huge_X = X.clone()
+    huge_X[0, 0] = 1e150
+    for call in (lambda: ng.estimate_mu(model, theta, huge_X, y, m=4),
+                 lambda: ng.estimate_g(model, theta, huge_X, y, torch.tensor([1.541, -0.2934], dtype=DT), m=4)):
+        with pytest.raises(ValueError, match=r"not finite: theta, X or y too large"):
+            call()
+    grads = ng.per_sample_gradients(model, theta, huge_X, y)
+    with pytest.raises(ValueError, match=r"not finite: grads, factor or losses too large"):
+        ng.estimate_mu_from_sample(grads, ng.jacobian(model, theta, huge_X), 4,
+                                   losses=torch.ones(4, dtype=DT))
+    # μ does not depend on the scale of θ: a huge θ with m = n is the exact, finite value, with zero error
+    est = ng.estimate_mu(model, torch.tensor([1e150, -0.2934], dtype=DT), X, y, m=4)
+    assert np.isfinite(est.value) and est.stderr == 0
+    assert all(np.isfinite(v) and v == 0 for v in est.parts_stderr.values())
