@@ -463,12 +463,14 @@ class NoiseGeometry:
         """Average alignment μ = Tr(Σ₁C) / (2L ‖C‖_F²) with C = G (default) or C = H.
 
         Noise exactly aligned with the curvature, Σ₁ = 2L·G, gives μ = 1: the square loss's
-        scale, where 2L is the mean squared residual. For the cross-entropy that
-        normalisation makes μ grow like 1/L as training lowers the loss (it is not a scale of
-        the cross-entropy's noise); use ``normalization='fisher'``, μ_F = Tr(Σ₁G)/‖G‖_F².
-        For labels drawn from the model's own predictive distribution G is the Fisher
-        matrix, E Σ₁ = (1 − 1/n) G, and μ_F → 1 as n grows; μ_F < 1 means less noise along
-        the curvature than the model's own predictions would make.
+        scale, where 2L is the mean squared residual. For the cross-entropy 2L is not the
+        scale of the noise; ``normalization='fisher'`` gives μ_F = Tr(Σ₁G)/‖G‖_F², whose
+        reference is the model's own labels: for labels drawn from its predictive distribution
+        G is the Fisher matrix, E Σ₁ = (1 − 1/n) G and E μ_F = 1 − 1/n. μ_F < 1 means less
+        noise along the curvature than the model's own predictions would make; for any labels
+        μ_F ≤ 1/min_i p_{i,y_i} (chapter 9), and a network that fits its training labels has
+        μ_F far below one, while μ (divided by 2L) grows, more slowly than 1/L. The shape of
+        the noise, μ/μ_iso, does not depend on the normalisation.
 
         Parameters
         ----------
