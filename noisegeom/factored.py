@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._checks import device_of, follow_device
 from .autodiff import _check_inputs
+from .layerwise import _param_slices
 from .models import FlatModel, probe_per_sample
 
 __all__ = ["FactoredJacobian", "factored_jacobian", "NotFactorableError"]
@@ -232,15 +233,6 @@ class _LinearCalls(TorchFunctionMode):
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             self.calls.append((inp, weight, bias, out))
         return out
-
-
-def _param_slices(model: FlatModel) -> dict:
-    """{offset in θ: slice} for every trainable tensor of the model."""
-    out, start = {}, 0
-    for numel in model._numels:
-        out[start] = slice(start, start + numel)
-        start += numel
-    return out
 
 
 def factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:

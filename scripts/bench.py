@@ -247,10 +247,12 @@ def fit_exponent(x, t) -> float:
 def vmap_vs_loop(tag: str, model, theta, X, y, repeat: int, extra_chunk: int | None = None) -> dict:
     """(b): per-sample gradients with vmap against the loop; speed-ups (wall, CPU)."""
     ng.per_sample_gradients(model, theta, X[:8], y[:8])              # warm up torch.func
-    fns = {"vmap": lambda: ng.per_sample_gradients(model, theta, X, y),
+    # route='vmap': for the CNN 'auto' would take the layerwise route, measured in (g)
+    fns = {"vmap": lambda: ng.per_sample_gradients(model, theta, X, y, route="vmap"),
            "loop": lambda: loop_per_sample_gradients(model, theta, X, y)}
     if extra_chunk is not None:
-        fns["vmap_chunk"] = lambda: ng.per_sample_gradients(model, theta, X, y, chunk_size=extra_chunk)
+        fns["vmap_chunk"] = lambda: ng.per_sample_gradients(model, theta, X, y, chunk_size=extra_chunk,
+                                                            route="vmap")
     res = best_times_interleaved(fns, repeat=repeat)
     (t_vmap, G_vmap), (t_loop, G_loop) = res["vmap"], res["loop"]
     emit(f"{tag}_per_sample_gradients_vmap_s", t_vmap)
@@ -589,8 +591,22 @@ def cnn_unfold_section(repeat: int = 5) -> dict:
             out[tag] = (sp, diff)
             del res, A_v, A_l
             gc.collect()
+        # the floor: no route computes n per-sample gradients in less than one batched forward and
+        # backward pass (the mean gradient only), which every route contains
+        th = theta.clone().requires_grad_(True)
+
+        def one_pass():
+            return torch.autograd.grad(torch.nn.functional.cross_entropy(model.forward(th, X), y), th)[0]
+
+        res = best_times_interleaved({"pass": one_pass, "layerwise": lambda: ng.per_sample_gradients(
+            model, theta, X, y, loss="cross_entropy", route="layerwise")}, repeat=repeat)
+        floor = ratio(res["layerwise"][0], res["pass"][0])
+        emit("cnn_batched_forward_backward_s", res["pass"][0])
+        emit("cnn_per_sample_gradients_over_batched_backward", floor[0], "{:.2f}")
+        out["floor"] = floor
     print("# cnn_unfold: float64 convolutions on the CPU (torch's slow_conv2d) cost about as much in a plain "
-          "forward and backward pass of the batch as vmap's per-sample loop, which bounds the gain", flush=True)
+          "forward and backward pass of the batch as vmap's per-sample loop, which bounds the gain: the "
+          "target that can be met is per-sample gradients within 1.5x of that one pass", flush=True)
     return out
 
 
@@ -918,6 +934,11 @@ def main() -> None:
             f"{sp[1]:.2f}{x}", "≥ 5×" if tag == "per_sample_gradients" else "report",
             min(sp) >= 5 if tag == "per_sample_gradients" else None)
         row(f"(g) small_cnn: layerwise {label} = vmap, max rel. diff", f"{diff:.1e}", "", "≤ 1e-12", diff <= 1e-12)
+    # the target the issue set (≥ 5× over vmap) cannot be met where vmap is already within ~1.3× of
+    # one batched forward and backward pass; this one measures the route against that floor
+    fl = cu["floor"]
+    row("(g) small_cnn: layerwise per-sample gradients / one batched forward + backward",
+        f"{fl[0]:.2f}", f"{fl[1]:.2f}", "≤ 1.5", max(fl) <= 1.5)
     w0 = max(len(r[0]) for r in table)
     w1 = max(10, max(len(r[1]) for r in table))
     print()
