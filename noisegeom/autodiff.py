@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.func import grad, jacrev, vmap
 
-from ._checks import as_tensor, check_finite_result, check_int
+from ._checks import as_tensor, check_finite_result, check_int, device_of
 from .layerwise import NotLayerwiseError, layerwise_rows
 from .models import FlatModel
 
@@ -49,6 +49,7 @@ _CHUNK_BUDGET = 2 ** 25
 def _check_inputs(model, theta, X, y=None, loss="mse"):
     if not isinstance(model, FlatModel):
         raise TypeError(f"model must be a noisegeom FlatModel, got {type(model).__name__}")
+    _check_devices(model, theta, X, y)
     theta = as_tensor(theta, "theta", ndim=1)
     if theta.numel() != model.p:
         raise ValueError(f"theta must have length p = {model.p}, got {theta.numel()}")
@@ -82,6 +83,29 @@ def _check_inputs(model, theta, X, y=None, loss="mse"):
     if y is not None:
         y = _check_targets(X, y, loss, out)
     return theta, X, y
+
+
+def _check_devices(model, theta, X, y) -> None:
+    """θ, y and the model's buffers on X's device, checked before anything reads their values.
+
+    Without this a mix of devices surfaces from the first forward pass as torch's "Expected all
+    tensors to be on the same device", which :func:`_check_inputs` would report as X not fitting
+    the model. Arrays that are not tensors live on the host, where ``as_tensor`` puts them.
+    """
+    where = device_of(X)
+    for name, t in (("theta", theta), ("y", y)):
+        if t is None or device_of(t) == where:
+            continue
+        if isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} is on {t.device} but X on {where}; move them to one device, e.g. "
+                             f"{name}.to(X.device) (model.to(X.device) moves a FlatModel, its theta0 and buffers)")
+        raise ValueError(f"{name} is a {type(t).__name__} on the host (cpu) but X on {where}; move them to one "
+                         f"device, e.g. torch.as_tensor({name}, device=X.device)")
+    for name, b in model._buffers.items():
+        # a 0-d CPU tensor enters a CUDA computation as a scalar, as torch allows
+        if b.device != where and b.ndim > 0:
+            raise ValueError(f"the model's buffer {name!r} is on {b.device} but X on {where}; move them to one "
+                             f"device, e.g. model.to(X.device)")
 
 
 def _check_targets(X, y, loss, out):

@@ -119,6 +119,8 @@ class FlatModel:
         Number of parameters.
     theta0 : torch.Tensor
         The module's initial parameters as a flat float64 vector, shape ``(p,)``.
+    device : torch.device
+        Where ``theta0`` and the buffers live; :meth:`to` moves the model.
 
     Examples
     --------
@@ -144,6 +146,50 @@ class FlatModel:
         self.theta0 = torch.cat([v.detach().reshape(-1) for _, v in named]).clone()
         self.p = int(self.theta0.numel())
         self.squeeze = squeeze
+
+    @property
+    def device(self) -> torch.device:
+        """The device of ``theta0`` and of the module's buffers (see :meth:`to`)."""
+        return self.theta0.device
+
+    def to(self, device) -> "FlatModel":
+        """Move the model to ``device``, in place (as ``torch.nn.Module.to`` does), and return it.
+
+        The module (its parameters and buffers), ``theta0`` and the buffers that :meth:`forward`
+        passes to the module all move; the dtype stays float64. The model's parameters enter
+        every evaluation as θ, so data on a GPU needs θ there too: ``model.to(X.device)`` puts
+        ``theta0``, the usual starting point, next to the data, and the buffers (a fixed outer
+        layer, say) with it.
+
+        Parameters
+        ----------
+        device : str, int or torch.device
+            For instance ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``X.device``.
+
+        Returns
+        -------
+        FlatModel
+            ``self``.
+
+        Examples
+        --------
+        >>> model = mlp([4, 3, 2]).to("cpu")
+        >>> model.device, model.theta0.dtype
+        (device(type='cpu'), torch.float64)
+        """
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(f"device must be a str, int or torch.device such as 'cuda', got {type(device).__name__}")
+        try:
+            device = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device is {device} but CUDA is not available here (torch {torch.__version__}, "
+                             f"torch.cuda.is_available() is False); use 'cpu'")
+        self.module.to(device=device)
+        self._buffers = {k: v for k, v in self.module.named_buffers()}
+        self.theta0 = self.theta0.to(device)
+        return self
 
     def unflatten(self, theta: torch.Tensor) -> dict:
         """Split θ into the module's named parameter tensors."""

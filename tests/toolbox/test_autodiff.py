@@ -9,6 +9,7 @@ from _fixtures import (loop_ggn, loop_jacobian, loop_outputs, loop_per_sample_gr
                        module_at, random_theta, sample_loss_of_output)
 
 CASES = models_for_tests()
+DT = torch.float64
 IDS = [c[0] for c in CASES]
 
 
@@ -123,3 +124,27 @@ def test_flat_model_theta0_and_call():
     assert list(parts) == [k for k, q in model.module.named_parameters() if q.requires_grad]
     assert rel(torch.cat([v.reshape(-1) for v in parts.values()]), theta) == 0
     assert "FlatModel(p=" in repr(model)
+
+
+def test_a_mix_of_devices_is_named_before_the_model_runs():
+    """θ, y or the model's buffers on another device than X: a clear error, not 'X does not fit the
+    model' from the first forward pass (meta tensors stand in for CUDA ones: no data is read)."""
+    meta = torch.device("meta")
+    model = ng.mlp([3, 4, 2])
+    X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=DT)
+    labels = torch.zeros(5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"theta is on cpu but X on meta; move them to one device, e\.g\. "
+                                         r"theta\.to\(X\.device\) \(model\.to\(X\.device\)"):
+        ng.per_sample_gradients(model, model.theta0, X.to(meta), labels.to(meta), loss="cross_entropy")
+    moved = ng.mlp([3, 4, 2]).to("meta")                           # θ₀ on meta, X left on the CPU
+    with pytest.raises(ValueError, match=r"theta is on meta but X on cpu"):
+        ng.jacobian(moved, moved.theta0, X)
+    with pytest.raises(ValueError, match=r"y is on meta but X on cpu"):
+        ng.per_sample_gradients(model, model.theta0, X, labels.to(meta), loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"y is a ndarray on the host \(cpu\) but X on meta"):
+        ng.per_sample_losses(moved, moved.theta0, X.to(meta), np.zeros(5, dtype=np.int64), loss="cross_entropy")
+    two = ng.two_layer_net(3, 4)                                   # its buffer a stays on the CPU
+    with pytest.raises(ValueError, match=r"the model's buffer 'a' is on cpu but X on meta; .* model\.to\(X\.device\)"):
+        ng.residuals(two, two.theta0.to(meta), X.to(meta), torch.zeros(5, dtype=DT, device=meta))
+    # on one device nothing changes: the same call on the CPU runs
+    assert ng.per_sample_gradients(model, model.theta0, X, labels, loss="cross_entropy").shape == (5, model.p)

@@ -156,3 +156,39 @@ def test_flat_model_keeps_buffers_fixed_and_casts_to_float64():
     th = torch.tensor([1.0, 2.0, 3.0], dtype=DT)
     x = torch.eye(3, dtype=DT)
     assert torch.allclose(m(th, x), 2 * (th + 1))
+
+
+def test_flat_model_to_moves_module_theta0_and_buffers():
+    meta = torch.device("meta")
+    model = ng.two_layer_net(3, 4, seed=2)                       # the outer layer a is a buffer
+    assert model.device == torch.device("cpu") and set(model._buffers) == {"a"}
+    p, names = model.p, list(model.unflatten(model.theta0))
+    assert model.to("meta") is model                               # in place, as nn.Module.to
+    assert model.device == meta and model.theta0.device == meta and model.theta0.dtype == DT
+    assert model.theta0.shape == (p,) and model.p == p and list(model.unflatten(model.theta0)) == names
+    assert all(q.device == meta and q.dtype == DT for q in model.module.parameters())
+    assert all(b.device == meta and b.dtype == DT for b in model.module.buffers())
+    # the buffers forward passes to the module are the moved ones, not the CPU tensors of construction
+    assert model._buffers["a"] is dict(model.module.named_buffers())["a"]
+    out = model.forward(model.theta0, torch.empty(5, 3, dtype=DT, device=meta))
+    assert out.device == meta and out.shape == (5,)
+    cnn = ng.small_cnn(image_shape=(1, 6, 6)).to(torch.device("meta"))
+    assert cnn.theta0.device == meta and cnn.module.conv1.weight.device == meta
+
+
+def test_flat_model_to_the_cpu_keeps_every_value():
+    model = ng.two_layer_net(3, 4, seed=5)
+    theta0, a = model.theta0.clone(), model._buffers["a"].clone()
+    X = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=DT)
+    before = model(theta0, X)
+    model.to("cpu")
+    assert torch.equal(model.theta0, theta0) and torch.equal(model._buffers["a"], a)
+    assert torch.equal(model(theta0, X), before)
+
+
+def test_flat_model_to_refuses_cuda_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = ng.mlp([3, 2])
+    with pytest.raises(ValueError, match=r"device is cuda:0 but CUDA is not available here"):
+        model.to("cuda:0")
+    assert model.device == torch.device("cpu")                    # nothing moved
