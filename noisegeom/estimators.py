@@ -172,19 +172,20 @@ def _check_sample(grads, factor, n, min_m: int):
     return grads, factor, n
 
 
-def _scale(normalization: str, losses, exact_loss, m: int):
-    """s on the subsample and its m leave-one-out values: 2L̂ from the losses, 2L given, or 1."""
+def _scale(normalization: str, losses, exact_loss, m: int, device=None):
+    """s on the subsample and its m leave-one-out values: 2L̂ from the losses, 2L given, or 1
+    (the leave-one-out values on ``device``, the gradients')."""
     if normalization == "fisher":
-        return 1.0, torch.ones(m, dtype=torch.float64)
+        return 1.0, torch.ones(m, dtype=torch.float64, device=device)
     if exact_loss is not None:
         if losses is not None:
             raise ValueError("give losses (of the subsample) or exact_loss (L of all n samples), not both")
         exact_loss = check_positive(exact_loss, "exact_loss")
-        return 2.0 * exact_loss, torch.full((m,), 2.0 * exact_loss, dtype=torch.float64)
+        return 2.0 * exact_loss, torch.full((m,), 2.0 * exact_loss, dtype=torch.float64, device=device)
     if losses is None:
         raise ValueError("normalization='loss' divides by 2L: give losses (the per-sample losses of the "
                          "subsample) or exact_loss (L of all n samples), or use normalization='fisher'")
-    losses = as_tensor(losses, "losses", ndim=1)
+    losses = as_tensor(losses, "losses", ndim=1).to(device)
     if losses.shape[0] != m:
         raise ValueError(f"losses must have one entry per row of grads ({m}), got {losses.shape[0]}")
     if bool((losses < 0).any()):
@@ -209,7 +210,7 @@ def _jackknife_se(loo: torch.Tensor, m: int, n: int) -> np.ndarray:
         return np.zeros(loo.shape[1:])
     dev = loo - loo.mean(0)
     var = (m - 1) / m * (dev * dev).sum(0)
-    return np.sqrt(fpc * var.numpy())
+    return np.sqrt(fpc * var.cpu().numpy())
 
 
 def _check_interval(interval) -> str:
@@ -227,7 +228,7 @@ def _result(value, loo, parts, parts_loo, m, n, level, interval: str, single: bo
         check_finite_result(parts_loo[key], f"a leave-one-out estimate of {key}", inputs)
     se = check_finite_result(_jackknife_se(loo, m, n), "the standard error", inputs)
     z = float(norm.ppf(0.5 + level / 2))
-    val = value.numpy()
+    val = value.cpu().numpy()
     if interval == "normal":
         out = (val, se, val - z * se, val + z * se)
     else:
@@ -242,7 +243,7 @@ def _result(value, loo, parts, parts_loo, m, n, level, interval: str, single: bo
         parts = {k: float(v.reshape(-1)[0]) for k, v in parts.items()}
         pse = {k: float(_jackknife_se(parts_loo[k], m, n).reshape(-1)[0]) for k in parts}
     else:
-        parts = {k: v.numpy().copy() for k, v in parts.items()}
+        parts = {k: v.cpu().numpy().copy() for k, v in parts.items()}
         pse = {k: _jackknife_se(parts_loo[k], m, n) for k in parts}
     for key, value in pse.items():
         check_finite_result(value, f"the standard error of {key}", inputs)
@@ -297,7 +298,7 @@ def _mu_pieces(grads: torch.Tensor, A: torch.Tensor, n: int, side: str):
     grads = grads - grads.mean(0)
     P = (A @ grads.T).reshape(m, k, m)                           # P[j, :, i] = A_j g_i
     T = (P * P).sum(1)                                           # T[j, i] = ‖A_j g_i‖²
-    rng = torch.arange(m)
+    rng = torch.arange(m, device=P.device)
     own = P[rng, :, rng]                                         # A_j g_j, (m, k)
     R = torch.einsum("ja,jal->jl", own, P)                       # R[j, l] = (A_j g_j)·(A_j g_l)
     a0, a0_loo = _single_mean(torch.diagonal(T).clone())
@@ -385,7 +386,7 @@ def estimate_mu_from_sample(grads, factor, n: int, *, losses=None, exact_loss: f
     if side not in ("auto", "samples", "parameters"):
         raise ValueError(f"side must be 'auto', 'samples' or 'parameters', got {side!r}")
     m = grads.shape[0]
-    s, s_loo = _scale(normalization, losses, exact_loss, m)
+    s, s_loo = _scale(normalization, losses, exact_loss, m, grads.device)
     parts, loo = _mu_pieces(grads, factor, n, side)
     for key in ("trace_sigma1_G", "frobenius2_G"):       # an overflow, not a vanishing G
         check_finite_result(parts[key], f"the estimate of {key}", _inputs)
@@ -394,7 +395,7 @@ def estimate_mu_from_sample(grads, factor, n: int, *, losses=None, exact_loss: f
                          "μ is undefined")
     value = parts["trace_sigma1_G"] / (s * parts["frobenius2_G"])
     value_loo = loo["trace_sigma1_G"] / (s_loo * loo["frobenius2_G"])
-    parts["scale"], loo["scale"] = torch.tensor(s, dtype=torch.float64), s_loo
+    parts["scale"], loo["scale"] = torch.tensor(s, dtype=torch.float64, device=grads.device), s_loo
     return _result(value, value_loo, parts, loo, m, n, level, interval, single=True, inputs=_inputs)
 
 
@@ -437,7 +438,7 @@ def _g_from_projections(a: torch.Tensor, b: torch.Tensor, n: int, s, s_loo, leve
     value_loo = num_loo / (s_loo[:, None] * vGv_loo)
     r = a.shape[1]
     parts = {"vSigma1v": num, "vGv": vGv, "q0": q0, "q1": q1,
-             "scale": torch.full((r,), float(s), dtype=torch.float64)}
+             "scale": torch.full((r,), float(s), dtype=torch.float64, device=a.device)}
     loo = {"vSigma1v": num_loo, "vGv": vGv_loo, "q0": q0_loo, "q1": q1_loo,
            "scale": s_loo[:, None].expand(m, r)}
     return _result(value, value_loo, parts, loo, m, n, level, interval, single, inputs)
@@ -467,7 +468,7 @@ def estimate_g_from_sample(grads, factor, v, n: int, *, losses=None, exact_loss:
     interval = _check_interval(interval)
     m, p = grads.shape
     V, single = _directions(v, p)
-    s, s_loo = _scale(normalization, losses, exact_loss, m)
+    s, s_loo = _scale(normalization, losses, exact_loss, m, grads.device)
     k = factor.shape[0] // m
     AV = (factor @ V).reshape(m, k, -1)
     return _g_from_projections(grads @ V, (AV * AV).sum(1), n, s, s_loo, level, interval, single, _inputs)

@@ -43,6 +43,10 @@ __all__ = ["Trajectory", "DivergenceError", "simulate", "NOISE_SHAPES", "measure
 NOISE_SHAPES = ("sgd_covariance", "isotropic", "diagonal", "gauss_newton", "top_eigenvector")
 
 
+# Seed-samples (runs × samples) in one full-data pass of simulate; more are taken in chunks.
+_FULL_CHUNK = 2 ** 14
+
+
 class DivergenceError(RuntimeError):
     """Raised by :func:`simulate` with ``on_divergence='raise'``; ``.trajectory`` keeps the records."""
 
@@ -214,8 +218,17 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
         return _losses_of_outputs(out.reshape(S * b, *out.shape[2:]), yb.reshape(S * b, *yb.shape[2:]),
                                   loss).view(S, b).mean(1)
 
+    # Full-data passes over more than _FULL_CHUNK seed-samples run in chunks of samples (a CNN on
+    # 60,000 images in one pass holds tens of GB of activations); the book's problems are one chunk,
+    # so their numbers do not depend on it
+    chunk = max(1, _FULL_CHUNK // S)
+    pieces = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
     def full_loss(theta, xb, yb):
-        return seed_losses(theta, xb, yb, False)
+        if len(pieces) == 1:
+            return seed_losses(theta, xb, yb, False)
+        with torch.no_grad():
+            return sum(seed_losses(theta, xb[a:b], yb[a:b], False) * ((b - a) / n) for a, b in pieces)
 
     def batch_loss(theta, xb, yb):
         return seed_losses(theta, xb, yb, True)
@@ -233,7 +246,13 @@ def simulate(model: FlatModel, X, y, theta0, *, eta, steps: int, batch_size: int
             return torch.autograd.grad(losses_of(theta, xb, yb), theta, grad_outputs=ones_S)[0]
 
     def full_grad(theta, xb, yb):
-        return seed_gradients(full_loss, theta, xb, yb)
+        if len(pieces) == 1:
+            return seed_gradients(full_loss, theta, xb, yb)
+        # ∇L = Σ_chunks (n_c/n) ∇L_c: one backward pass per chunk
+        return sum(seed_gradients(batch_of_all, theta, xb[a:b], yb[a:b]) * ((b - a) / n) for a, b in pieces)
+
+    def batch_of_all(theta, xb, yb):
+        return seed_losses(theta, xb, yb, False)
 
     def batch_grad(theta, xb, yb):
         return seed_gradients(batch_loss, theta, xb, yb)

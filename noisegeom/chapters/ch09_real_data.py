@@ -36,6 +36,7 @@ from ..simulate import measure_along_run, simulate
 __all__ = [
     "MLP_SIZES",
     "CNN_CHANNELS",
+    "MAX_P_SPECTRUM",
     "digits_models",
     "normalization_of",
     "measure",
@@ -49,6 +50,8 @@ __all__ = [
 MLP_SIZES = (64, 16, 10)
 #: Channels of both convolutions of the chapter's CNN.
 CNN_CHANNELS = 4
+#: Largest p for which :func:`measure` computes all of G's spectrum (a p×p eigendecomposition).
+MAX_P_SPECTRUM = 4096
 # Eigenvalues of G below this fraction of the largest count as unresolved (rounding level)
 _RESOLVED = 1e-6
 
@@ -111,7 +114,8 @@ def measure(model: FlatModel, theta, X, y, *, loss: str = "cross_entropy", k: in
         ``g_top`` (k,): g(u_j); ``g_iso_top`` (k,): (Tr Σ₁/p)/(s u_jᵀGu_j), what isotropic noise of
         the same trace would give; ``g_random`` (n_random,); ``g_bottom`` (k,) and ``G_bottom`` (k,):
         g along the eigenvectors of G with the k smallest eigenvalues above 10⁻⁶·λ_max(G) and those
-        eigenvalues; ``G_top`` (k,): the k largest eigenvalues of G. Here s = 2L for the square
+        eigenvalues; ``G_top`` (k,): the k largest eigenvalues of G (these three are nan when
+        p > ``MAX_P_SPECTRUM``: G's whole spectrum is a p×p eigendecomposition). Here s = 2L for the square
         loss and 1 for the cross-entropy (:func:`normalization_of`).
     """
     if not isinstance(model, FlatModel):
@@ -124,13 +128,18 @@ def measure(model: FlatModel, theta, X, y, *, loss: str = "cross_entropy", k: in
     s = 2 * geo.loss if norm == "loss" else 1.0
     pairs = top_eigenpairs(hessian_operator(model, theta, X, y, loss=loss), k, seed=seed, tol=tol)
     U = torch.as_tensor(pairs.vectors.copy())
-    uGu = (geo.factor_times(U) ** 2).sum(0).numpy() / geo.n
+    uGu = (geo.factor_times(U) ** 2).sum(0).cpu().numpy() / geo.n
     gen = torch.Generator().manual_seed(int(seed))
     R = _unit_columns(torch.randn(model.p, n_random, dtype=torch.float64, generator=gen))
-    # all of G's spectrum from the p×p matrix AᵀA (p < n·k for the chapter's networks)
-    lam, W = torch.linalg.eigh(geo.M / geo.n)
-    resolved = torch.nonzero(lam > _RESOLVED * lam[-1]).flatten()
-    bottom = resolved[:k]
+    # all of G's spectrum from the p×p matrix AᵀA (p < n·k for the chapter's networks); beyond
+    # MAX_P_SPECTRUM parameters (an MLP on MNIST or CIFAR-10) the flattest directions are not computed
+    if model.p <= MAX_P_SPECTRUM:
+        lam, W = torch.linalg.eigh(geo.M / geo.n)
+        bottom = torch.nonzero(lam > _RESOLVED * lam[-1]).flatten()[:k]
+        g_bottom = np.atleast_1d(geo.g(W[:, bottom], normalization=norm))
+        G_bottom, G_top = lam[bottom].cpu().numpy(), lam.flip(0)[:k].cpu().numpy()
+    else:
+        g_bottom = G_bottom = G_top = np.full(k, np.nan)
     if loss == "cross_entropy":
         with torch.no_grad():
             out = model.forward(theta, as_tensor(X, "X"))
@@ -148,8 +157,7 @@ def measure(model: FlatModel, theta, X, y, *, loss: str = "cross_entropy", k: in
         "g_top": np.atleast_1d(geo.g(U, normalization=norm)),
         "g_iso_top": geo.trace_sigma1() / geo.p / (s * uGu),
         "g_random": np.atleast_1d(geo.g(R, normalization=norm)),
-        "g_bottom": np.atleast_1d(geo.g(W[:, bottom], normalization=norm)),
-        "G_bottom": lam[bottom].numpy(), "G_top": lam.flip(0)[:k].numpy(),
+        "g_bottom": g_bottom, "G_bottom": G_bottom, "G_top": G_top,
     }
 
 

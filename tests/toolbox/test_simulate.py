@@ -412,3 +412,24 @@ def test_simulate_plain_route_reproduces_the_vmap_route_bit_for_bit(kw, make, d)
                         record_theta=True, **kw) for m in (model, generic)]
     assert np.array_equal(runs[0].theta, runs[1].theta)
     assert np.array_equal(runs[0].loss, runs[1].loss)
+
+
+def test_full_data_passes_in_chunks_agree_with_one_pass(monkeypatch):
+    """simulate takes full-data losses and GD gradients in chunks of samples when runs × samples exceed
+    _FULL_CHUNK (memory for large n); the chunked run equals the one-pass run to rounding."""
+    import sys
+
+    sim = sys.modules["noisegeom.simulate"]      # the module: ng.simulate is the function
+
+    g = torch.Generator().manual_seed(2)
+    X, y = torch.randn(50, 4, dtype=DT, generator=g), torch.arange(50) % 3
+    model = ng.mlp([4, 6, 3], seed=1)
+    runs = {}
+    for chunk in (2 ** 14, 7):                    # one pass; chunks of 7 // 2 = 3 samples for 2 seeds
+        monkeypatch.setattr(sim, "_FULL_CHUNK", chunk)
+        runs[chunk] = [ng.simulate(model, X, y, model.theta0, eta=0.3, steps=5, batch_size=bs, n_seeds=2, seed=4,
+                                   loss="cross_entropy", record_theta=True) for bs in (None, 8)]
+    for one, chunked in zip(runs[2 ** 14], runs[7]):
+        np.testing.assert_allclose(chunked.loss, one.loss, rtol=1e-13)
+        np.testing.assert_allclose(chunked.theta, one.theta, rtol=1e-12, atol=1e-15)
+    assert not np.array_equal(runs[7][0].theta[-1], runs[7][0].theta[0])       # GD moved
