@@ -428,7 +428,7 @@ def figures(results: dict, settings: dict, about: dict, out_dir: str) -> None:
     colors = {"SGD": plotting.COLORS["sgd"], "GD": plotting.COLORS["gd"]}
     models = list(results)
     steps = np.asarray(settings["record_at"])
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.5, 5.5 * len(models)), 4.4), squeeze=False)
     for ax, name in zip(axes[0], models):
         for opt in settings["optimizers"]:
             r, c = results[name][opt], colors[opt]
@@ -447,13 +447,14 @@ def figures(results: dict, settings: dict, about: dict, out_dir: str) -> None:
         ax.set_ylabel("μ_F")
         ax.set_title(f"{name} (p = {results[name]['p']})")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{about['name']}, n = {about['n_train']}: μ_F from m = {settings['m']} samples "
-                 f"(bars: 95% intervals) and on {settings['eval_n']}")
+    # two lines: one network's figure is narrow
+    fig.suptitle(f"{about['name']}, n = {about['n_train']}: μ_F from m = {settings['m']} samples\n"
+                 f"(bars: 95% intervals) and exactly on {settings['eval_n']}", fontsize=11)
     fig.savefig(os.path.join(out_dir, "alignment.png"))
     plt.close(fig)
 
     kinds = (("g_top", f"top {settings['k']} of H"), ("g_random", "random"), ("g_bottom", "flattest of G"))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.5, 5.5 * len(models)), 4.4), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, name in zip(axes[0], models):
         ticks, labels = [], []

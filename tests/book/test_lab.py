@@ -471,7 +471,8 @@ def test_links_between_chapters_in_jupyterlab(lab, browser):
                                                   also_allow=("ws://127.0.0.1",), http_errors=False)
     failures, opened = [], 0
     try:
-        for path in [p for p in _chapters() if p.name[0].isdigit()]:
+        numbered = [p for p in _chapters() if p.name[0].isdigit()]
+        for path in numbered:
             rel = f"chapters/{path.name}"
             text = path.read_text(encoding="utf-8")
             own = set(re.findall(r"^\s*:label:\s*(\S+)", text, re.M)) | set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
@@ -534,4 +535,4 @@ def test_links_between_chapters_in_jupyterlab(lab, browser):
         page.screenshot(path=str(_screenshots() / "lab-followed-link.png"))
     finally:
         context.close()
-    assert opened == 8 and not failures, "\n".join(failures)
+    assert opened == len(numbered) >= 9 and not failures, "\n".join(failures)

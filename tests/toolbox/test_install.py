@@ -2,7 +2,7 @@
 README's "Measure your own model" block.
 
 * The wheel that ``pip`` builds requires numpy, scipy and torch and nothing else; matplotlib,
-  ipywidgets, IPython, Pillow and scikit-learn come with the extra ``book``.
+  ipywidgets, IPython, Pillow, scikit-learn and tqdm come with the extra ``book``.
 * In an interpreter where the extras cannot be imported, ``import noisegeom``, the metrics of a
   plain module, ``simulate`` and every chapter module work; ``ng.plotting``, ``ng.widgets`` and
   ``ng.load_digits`` say which extra to install.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXTRAS = ("matplotlib", "ipywidgets", "IPython", "PIL", "sklearn")
+EXTRAS = ("matplotlib", "ipywidgets", "IPython", "PIL", "sklearn", "tqdm")
 
 
 def test_the_wheel_requires_numpy_scipy_torch_and_puts_the_rest_in_the_book_extra(tmp_path):
@@ -45,7 +45,7 @@ def test_the_wheel_requires_numpy_scipy_torch_and_puts_the_rest_in_the_book_extr
     plain = {re.split(r"[<>=!~ ;\[]", r)[0].lower() for r in requires if "extra ==" not in r}
     book = {re.split(r"[<>=!~ ;\[]", r)[0].lower() for r in requires if 'extra == "book"' in r}
     assert plain == {"numpy", "scipy", "torch"}
-    assert book == {"matplotlib", "ipywidgets", "ipython", "pillow", "scikit-learn"}
+    assert book == {"matplotlib", "ipywidgets", "ipython", "pillow", "scikit-learn", "tqdm"}
     # the chapter floor ships with the package
     assert "noisegeom/chapters/ch07_stability_and_escape.py" in names
 
