@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -141,7 +142,10 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def provenance(args, seconds: float, device: str, timings: dict | None = None) -> dict:
+@functools.lru_cache(maxsize=None)
+def git_state() -> tuple:
+    """(commit, uncommitted changes in noisegeom/ or scripts/): read once, when the run starts,
+    so that the file names the code that ran, not what the checkout holds when it ends."""
     try:
         commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -149,6 +153,11 @@ def provenance(args, seconds: float, device: str, timings: dict | None = None) -
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
+    return commit, dirty
+
+
+def provenance(args, seconds: float, device: str, timings: dict | None = None) -> dict:
+    commit, dirty = git_state()
     argv = getattr(args, "argv", None)
     argv = sys.argv[1:] if argv is None else argv
     out = {"command": "python scripts/real_data.py " + " ".join(argv), "commit": commit,
@@ -528,6 +537,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    git_state()                                  # the code that runs, recorded before it runs
     torch.set_num_threads(args.threads)
     if args.command == "digits":
         return run_digits(args)
