@@ -247,7 +247,7 @@ def fit_exponent(x, t) -> float:
 def vmap_vs_loop(tag: str, model, theta, X, y, repeat: int, extra_chunk: int | None = None) -> dict:
     """(b): per-sample gradients with vmap against the loop; speed-ups (wall, CPU)."""
     ng.per_sample_gradients(model, theta, X[:8], y[:8])              # warm up torch.func
-    # route='vmap': for the CNN 'auto' would take the layerwise route, measured in (g)
+    # route='vmap': for the CNN 'auto' would take the layerwise route, measured in (h)
     fns = {"vmap": lambda: ng.per_sample_gradients(model, theta, X, y, route="vmap"),
            "loop": lambda: loop_per_sample_gradients(model, theta, X, y)}
     if extra_chunk is not None:
@@ -555,7 +555,7 @@ def cnn_section() -> dict:
 
 
 def cnn_unfold_section(repeat: int = 5) -> dict:
-    """(g) The layerwise route against vmap for ng.small_cnn() (channels 8, 10 classes, 8×8) on
+    """(h) The layerwise route against vmap for ng.small_cnn() (channels 8, 10 classes, 8×8) on
     all 1797 digits (standardised), one thread: per-sample cross-entropy gradients, and the
     Jacobian of the 10 outputs (what ggn_factor is made from). The vmap route is the one the
     package took for every model before (route='vmap'); the layerwise route forms each
@@ -930,14 +930,14 @@ def main() -> None:
         None)
     for tag, label in (("per_sample_gradients", "per-sample gradients"), ("jacobian_k10", "Jacobian, k = 10")):
         sp, diff = cu[tag]
-        row(f"(g) small_cnn, 1797 digits: layerwise {label} speed-up over vmap", f"{sp[0]:.2f}{x}",
+        row(f"(h) small_cnn, 1797 digits: layerwise {label} speed-up over vmap", f"{sp[0]:.2f}{x}",
             f"{sp[1]:.2f}{x}", "≥ 5×" if tag == "per_sample_gradients" else "report",
             min(sp) >= 5 if tag == "per_sample_gradients" else None)
-        row(f"(g) small_cnn: layerwise {label} = vmap, max rel. diff", f"{diff:.1e}", "", "≤ 1e-12", diff <= 1e-12)
+        row(f"(h) small_cnn: layerwise {label} = vmap, max rel. diff", f"{diff:.1e}", "", "≤ 1e-12", diff <= 1e-12)
     # the target the issue set (≥ 5× over vmap) cannot be met where vmap is already within ~1.3× of
     # one batched forward and backward pass; this one measures the route against that floor
     fl = cu["floor"]
-    row("(g) small_cnn: layerwise per-sample gradients / one batched forward + backward",
+    row("(h) small_cnn: layerwise per-sample gradients / one batched forward + backward",
         f"{fl[0]:.2f}", f"{fl[1]:.2f}", "≤ 1.5", max(fl) <= 1.5)
     w0 = max(len(r[0]) for r in table)
     w1 = max(10, max(len(r[1]) for r in table))
