@@ -120,7 +120,7 @@ class FlatModel:
     theta0 : torch.Tensor
         The module's initial parameters as a flat float64 vector, shape ``(p,)``.
     device : torch.device
-        Where ``theta0`` and the buffers live; :meth:`to` moves the model.
+        Where ``theta0`` and the buffers live; :meth:`~noisegeom.FlatModel.to` moves the model.
 
     Examples
     --------
