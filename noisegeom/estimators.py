@@ -190,7 +190,7 @@ def _scale(normalization: str, losses, exact_loss, m: int, device=None):
         raise ValueError(f"losses must have one entry per row of grads ({m}), got {losses.shape[0]}")
     if bool((losses < 0).any()):
         raise ValueError("losses must be >= 0 (per-sample losses)")
-    total = 2.0 * losses.sum()
+    total = check_finite_result(2.0 * losses.sum(), "twice the sum of the losses", "losses")
     check_loss_positive(float(total) / (2 * m))
     return float(total) / m, (total - 2.0 * losses) / (m - 1)
 

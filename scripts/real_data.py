@@ -425,15 +425,25 @@ def summary(results: dict, settings: dict, timings: dict, seconds: float) -> str
 
 
 def figures(results: dict, settings: dict, about: dict, out_dir: str) -> None:
-    """alignment.png and directions.png (see the module docstring)."""
+    """alignment.png and directions.png (see the module docstring), in the book's style.
+
+    The style is set inside ``matplotlib.rc_context``: a caller in the same process (the tests,
+    a notebook) keeps its own settings."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from noisegeom import plotting
+
+    with matplotlib.rc_context():
+        plotting.use_book_style()
+        _draw_figures(results, settings, about, out_dir)
+
+
+def _draw_figures(results: dict, settings: dict, about: dict, out_dir: str) -> None:
     import matplotlib.pyplot as plt
 
     from noisegeom import plotting
 
-    plotting.use_book_style()
     colors = {"SGD": plotting.COLORS["sgd"], "GD": plotting.COLORS["gd"]}
     models = list(results)
     steps = np.asarray(settings["record_at"])

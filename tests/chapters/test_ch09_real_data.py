@@ -414,3 +414,17 @@ def test_script_digits_subcommand_is_unchanged(tmp_path, monkeypatch):
     assert res["provenance"]["device"] == "cpu" and "timings" not in res["provenance"]
     assert res["data"]["n_train"] == 1347 and res["settings"]["seeds"] == [0, 1]
     assert res["results"]["MLP"]["SGD"]["mu"] == [[1.0] * 4] * 2
+
+
+def test_script_figures_leave_the_callers_matplotlib_settings(tmp_path):
+    """The script draws in the book's style inside an rc_context: a test or notebook that runs it
+    in-process keeps its own settings (the book style's savefig.dpi = 100 once leaked into
+    tests/toolbox/test_widgets.py)."""
+    import matplotlib as mpl
+
+    before = dict(mpl.rcParams)
+    _write_mnist(tmp_path / "mnist")
+    real_data.main(["mnist", "--root", str(tmp_path / "mnist"), "--out", str(tmp_path / "out"), *TINY])
+    assert (tmp_path / "out" / "alignment.png").read_bytes().startswith(PNG)
+    changed = {k for k in before if mpl.rcParams[k] != before[k]} - {"backend"}
+    assert not changed, sorted(changed)

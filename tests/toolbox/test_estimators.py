@@ -356,3 +356,11 @@ def test_overflow_is_an_error_naming_the_callers_arguments():
     est = ng.estimate_mu(model, torch.tensor([1e150, -0.2934], dtype=DT), X, y, m=4)
     assert np.isfinite(est.value) and est.stderr == 0
     assert all(np.isfinite(v) and v == 0 for v in est.parts_stderr.values())
+
+
+def test_losses_whose_sum_overflows_are_named():
+    """Found by the fuzz tests: finite losses of 1e308 overflowed in 2L̂ and were reported as a loss that
+    'is not finite', naming none of the arguments."""
+    g = torch.tensor([[1.541], [-0.2934], [-2.1788], [0.5684]], dtype=DT)
+    with pytest.raises(ValueError, match=r"sum of the losses is not finite: losses too large"):
+        ng.estimate_mu_from_sample(g, g.clone(), 4, losses=torch.full((4,), 1e308, dtype=DT))
