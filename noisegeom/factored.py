@@ -41,7 +41,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._checks import device_of, follow_device
 from .autodiff import _check_inputs
-from .layerwise import _param_slices
+from .layerwise import _param_slices, _theta_locator
 from .models import FlatModel, probe_per_sample
 
 __all__ = ["FactoredJacobian", "factored_jacobian", "NotFactorableError"]
@@ -288,20 +288,9 @@ def _factored_jacobian(model: FlatModel, theta, X) -> FactoredJacobian:
         raise NotFactorableError(reason)
     if f.shape != (n,):
         raise NotFactorableError(f"the model must have one output per sample, shape ({n},); got {tuple(f.shape)}")
-    storage = th.untyped_storage()._cdata
     slices = _param_slices(model)
-
-    def locate(t):
-        # a trainable tensor is a contiguous slice of θ: recognise it by the storage it views and
-        # its offset there (not by data pointers, which a tensor without data, on 'meta', lacks)
-        if t is None or not isinstance(t, torch.Tensor) or t.untyped_storage()._cdata != storage:
-            return None
-        off = t.storage_offset() - th.storage_offset()
-        s = slices.get(off)
-        if s is None or t.numel() != s.stop - s.start or not t.is_contiguous():
-            raise NotFactorableError("a linear layer uses part of a parameter, or a strided view of one, "
-                                     "as its weight or bias")
-        return s
+    locate = _theta_locator(th, slices, NotFactorableError,
+                            "a linear layer uses part of a parameter, or a strided view of one, as its weight or bias")
 
     layers, outputs, seen = [], [], {}
     for k, (inp, weight, bias, out) in enumerate(rec.calls):

@@ -201,22 +201,32 @@ def _param_slices(model: FlatModel) -> dict:
     return out
 
 
+def _theta_locator(th: torch.Tensor, slices: dict, error: type, message: str):
+    """locate(t): the slice of θ that the tensor t is (None when t is not part of θ); raises
+    an error when t is part of a parameter, or a strided view of one.
+
+    A trainable tensor is a contiguous slice of θ: it is recognised by the storage it views and its
+    offset there (not by data pointers, which a tensor without data, on 'meta', lacks). Raises
+    ``error(message)`` otherwise. Shared with
+    :mod:`noisegeom.factored`."""
+    storage = th.untyped_storage()._cdata
+
+    def locate(t):
+        if not isinstance(t, torch.Tensor) or t.untyped_storage()._cdata != storage:
+            return None
+        s = slices.get(t.storage_offset() - th.storage_offset())
+        if s is None or t.numel() != s.stop - s.start or not t.is_contiguous():
+            raise error(message)
+        return s
+
+    return locate
+
+
 def _layers(calls, th: torch.Tensor, slices: dict, m: int) -> list:
     """The recorded calls with a trainable weight or bias, each located in θ; NotLayerwiseError
     when a trainable tensor is used otherwise, or a layer does not act on one row per sample."""
-    storage = th.untyped_storage().data_ptr()
-    base, itemsize = th.data_ptr(), th.element_size()
-
-    def locate(t):
-        # a trainable tensor is a contiguous slice of θ: recognise it by where its data sits
-        if not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() != storage:
-            return None
-        s = slices.get((t.data_ptr() - base) // itemsize)
-        if s is None or t.numel() != s.stop - s.start or not t.is_contiguous():
-            raise NotLayerwiseError("a layer uses part of a parameter, or a strided view of one, as its weight "
-                                    "or bias")
-        return s
-
+    locate = _theta_locator(th, slices, NotLayerwiseError,
+                            "a layer uses part of a parameter, or a strided view of one, as its weight or bias")
     layers, used = [], set()
     for j, c in enumerate(calls):
         c.w, c.b = locate(c.weight), locate(c.bias)

@@ -1,6 +1,7 @@
 """Bad inputs to every public function of the toolbox (`import noisegeom`) give a clear error that
 names the argument. The chapter modules' bad inputs are tested in tests/chapters/."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -256,6 +257,62 @@ CASES.update({
     "energy_fraction": (lambda: ng.simulate(LIN, X, Y, TH, **SIM).energy_fraction(), ValueError,
                         r"energy_fraction needs a run with theta_ref and directions"),
 })
+
+
+# ---- the estimators of noisegeom/estimators.py, on their own small problems
+_g = torch.Generator().manual_seed(0)
+E_GR, E_FA = torch.randn(6, 5, generator=_g, dtype=DT), torch.randn(12, 5, generator=_g, dtype=DT)
+E_LO = torch.rand(6, generator=_g, dtype=DT) + 0.1
+E_LIN = ng.linear_model(3)
+E_X = torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=DT)
+E_Y = E_X[:, 0] + 0.1
+
+
+ESTIMATOR_CASES = {
+    "m small": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=3), ValueError, r"m must be >= 4"),
+    "m large": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=9), ValueError, r"m must be <= 8"),
+    "m float": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=4.0), TypeError, r"m must be an integer"),
+    "g m small": (lambda: ng.estimate_g(E_LIN, E_LIN.theta0, E_X, E_Y, torch.ones(3), m=2), ValueError, r"m must be >= 3"),
+    "n tiny": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X[:3], E_Y[:3], m=3), ValueError, r"X must hold n >= 4"),
+    "level 1": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=4, level=1.0), ValueError, r"level must lie in"),
+    "level bool": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=E_LO, level=True), TypeError, r"level must"),
+    "normalization": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=4, normalization="x"), ValueError,
+                      r"normalization must be 'loss' or 'fisher'"),
+    "interval": (lambda: ng.estimate_g_from_sample(E_GR, E_FA, torch.ones(5), 6, losses=E_LO, interval="t"), ValueError,
+                 r"interval must be 'normal' or 'log'"),
+    "side": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=E_LO, side="p"), ValueError, r"side must be"),
+    "seed": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=4, seed=-1), ValueError, r"seed must be >= 0"),
+    "model": (lambda: ng.estimate_mu(object(), E_LIN.theta0, E_X, E_Y, m=4), TypeError, r"model must be"),
+    "exact_loss": (lambda: ng.estimate_mu(E_LIN, E_LIN.theta0, E_X, E_Y, m=4, exact_loss=-1.0), ValueError,
+                   r"exact_loss must be finite and > 0"),
+    "n < m": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 5, losses=E_LO), ValueError, r"n must be >= 6"),
+    "grads rows": (lambda: ng.estimate_mu_from_sample(E_GR[:3], E_FA[:6], 6, losses=E_LO[:3]), ValueError,
+                   r"grads must hold m >= 4"),
+    "grads 1-D": (lambda: ng.estimate_mu_from_sample(E_GR[0], E_FA, 6, losses=E_LO), ValueError, r"grads must be 2-D"),
+    "factor rows": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA[:7], 6, losses=E_LO), ValueError,
+                    r"factor must have k·m rows"),
+    "factor cols": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA[:, :4], 6, losses=E_LO), ValueError,
+                    r"factor must have p = 5 columns"),
+    "factor nan": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA * math.nan, 6, losses=E_LO), ValueError,
+                   r"factor contains non-finite"),
+    "losses length": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=E_LO[:5]), ValueError,
+                      r"losses must have one entry per row of grads"),
+    "losses negative": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=-E_LO), ValueError,
+                        r"losses must be >= 0"),
+    "losses zero": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=0 * E_LO), ValueError, r"loss is zero"),
+    "no losses": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6), ValueError, r"give losses .* or exact_loss"),
+    "both losses": (lambda: ng.estimate_mu_from_sample(E_GR, E_FA, 6, losses=E_LO, exact_loss=1.0), ValueError,
+                    r"give losses .* or exact_loss .* not both"),
+    "zero factor": (lambda: ng.estimate_mu_from_sample(E_GR, 0 * E_FA, 6, losses=E_LO), ValueError,
+                    r"factor: every A_iA_jᵀ of the subsample vanishes"),
+    "v rows": (lambda: ng.estimate_g_from_sample(E_GR, E_FA, torch.ones(4), 6, losses=E_LO), ValueError,
+               r"v must have p = 5 rows"),
+    "v zero": (lambda: ng.estimate_g(E_LIN, E_LIN.theta0, E_X, E_Y, torch.zeros(3), m=4), ValueError,
+               r"v column 0 is the zero vector"),
+    "v flat": (lambda: ng.estimate_g_from_sample(E_GR, 0 * E_FA, torch.ones(5), 6, losses=E_LO), ValueError,
+               r"v column 0 has A_i v = 0"),
+}
+CASES.update({f"estimators: {k}": v for k, v in ESTIMATOR_CASES.items()})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
